@@ -1,0 +1,93 @@
+"""Trace-time argument validation shared by every public function.
+
+Every check runs on static information (shapes, dtypes, Python scalars) so errors surface when a
+function is traced, name the offending argument, and never depend on array values.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+
+def float_array(x, name: str) -> jax.Array:
+    """Returns `x` as a floating array upcast to at least float32 (accumulation dtype)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}.")
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def bool_array(x, name: str) -> jax.Array:
+    x = jnp.asarray(x)
+    if x.dtype != jnp.bool_:
+        raise TypeError(
+            f"`{name}` must be a boolean array (True = included), got dtype {x.dtype}; "
+            f"pass `{name}.astype(bool)` if it is a 0/1 mask."
+        )
+    return x
+
+
+def normalize_axis(axis, ndim: int, name: str = "logits") -> int:
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"`axis` must be an int, got {axis!r}.")
+    if ndim == 0:
+        raise ValueError(f"`{name}` must have at least one dimension (the category axis).")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"`axis`={axis} is out of bounds for `{name}` with {ndim} dimensions.")
+    return int(axis) % ndim
+
+
+def same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape}."
+        )
+
+
+def category_mask(where, shape: tuple[int, ...], axis: int) -> jax.Array | None:
+    """Broadcasts `where` to `shape`.
+
+    `where` either has the full shape (per-category mask) or the batch shape, i.e. `shape` without
+    `axis` (whole-row mask); both may use size-1 dimensions that broadcast.
+    """
+    if where is None:
+        return None
+    where = bool_array(where, "where")
+    if where.ndim == len(shape) - 1:
+        where = jnp.expand_dims(where, axis)
+    if where.ndim != len(shape):
+        raise ValueError(
+            f"`where` must have the shape of the logits {shape} or their batch shape "
+            f"{shape[:axis] + shape[axis + 1 :]}, got {where.shape}."
+        )
+    try:
+        return jnp.broadcast_to(where, shape)
+    except ValueError:
+        raise ValueError(
+            f"`where` with shape {where.shape} does not broadcast to the logits shape {shape}."
+        ) from None
+
+
+def real_scalar(x, name: str, *, minimum: float | None = None, allow_inf: bool = False) -> float:
+    """Validates a static (Python) scalar parameter."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"`{name}` must be a real Python number, got {x!r}.")
+    x = float(x)
+    if x != x or (x in (float("inf"), float("-inf")) and not allow_inf):
+        raise ValueError(f"`{name}` must be finite, got {x}.")
+    if minimum is not None and x < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {x}.")
+    return x
+
+
+def choice(x, name: str, options) -> str:
+    if x not in options:
+        raise ValueError(f"`{name}` must be one of {sorted(options)}, got {x!r}.")
+    return x
+
+
+def is_static_scalar(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)

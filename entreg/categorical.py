@@ -1,0 +1,214 @@
+"""Entropies of categorical distributions given by logits.
+
+Conventions shared by every function here (and by `entreg.divergences`):
+
+* ``logits`` are unnormalized log-probabilities along ``axis``; log-probabilities are valid logits.
+  A logit of ``-inf`` excludes its category.
+* ``where`` (True = included, as in optax) has the shape of the logits (per-category mask) or their
+  batch shape (whole-row mask). A row with no included category returns 0 with a zero gradient.
+* The result is reduced over ``axis`` only; batch axes are untouched.
+* float16 / bfloat16 inputs are accumulated and returned in float32; float32 and float64 inputs
+  keep their dtype.
+* Natural logarithms (nats).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from entreg import _checks, _masked
+
+# |order - 1| below which Renyi / Tsallis use their cumulant series (error ~ |b|^4 * kappa_5 / 120).
+_SERIES_RADIUS = 1e-3
+
+
+def entropy(logits, *, axis: int = -1, where=None) -> jax.Array:
+    r"""Shannon entropy H(p) = -sum_j p_j log p_j of p = softmax(logits).
+
+    Computed as -sum_j p_j (z_j - logsumexp(z)), which never takes the log of a probability, so
+    p_j = 0 (a -inf or masked logit, or an underflow) contributes exactly 0 to the value and to
+    the gradient dH/dz_j = -p_j (log p_j + H).
+
+    Args:
+      logits: unnormalized log-probabilities [..., K, ...].
+      axis: the category axis.
+      where: optional boolean mask, True = category included (full or batch shape).
+
+    Returns:
+      The entropy in nats, with `axis` removed; 0 <= H <= log(#included categories).
+    """
+    logits, valid, axis = _masked.prepare(logits, where, axis)
+    return _masked.entropy_of(_masked.log_softmax(logits, valid, axis), axis)
+
+
+def cross_entropy(
+    logits, target_logits=None, *, target_probs=None, axis: int = -1, where=None
+) -> jax.Array:
+    r"""Cross-entropy CE(t, p) = -sum_j t_j log p_j, with p = softmax(logits).
+
+    The target is either ``target_logits`` (t = softmax(target_logits) over the included
+    categories) or ``target_probs`` (used as given: it is not renormalized, and its entries at
+    excluded categories are ignored). Exactly one of the two must be passed.
+
+    Where the target puts mass on a category that ``logits`` excludes, CE = +inf; the gradient is
+    then that of the finite remainder (never NaN). ``target_probs`` gets the gradient -log p_j.
+
+    Returns:
+      The cross-entropy in nats, with `axis` removed.
+    """
+    logits, valid, axis = _masked.prepare(logits, where, axis)
+    if (target_logits is None) == (target_probs is None):
+        raise ValueError("Pass exactly one of `target_logits` and `target_probs`.")
+    q = _masked.log_softmax(logits, valid, axis)
+    if target_logits is not None:
+        target_logits = _checks.float_array(target_logits, "target_logits")
+        _checks.same_shape(logits, target_logits, "logits", "target_logits")
+        t = _masked.log_softmax(target_logits, valid, axis)
+        t_probs, t_support = t.p, t.valid
+    else:
+        target_probs = _checks.float_array(target_probs, "target_probs")
+        _checks.same_shape(logits, target_probs, "logits", "target_probs")
+        t_support = target_probs != 0 if valid is None else valid & (target_probs != 0)
+        t_probs = jnp.where(t_support, target_probs, 0.0)
+    finite = -jnp.sum(jnp.where(q.valid, t_probs * q.log_p, 0.0), axis=axis)
+    return _masked.plus_inf_where(finite, jnp.any(t_support & ~q.valid, axis=axis))
+
+
+def binary_entropy(logit, *, where=None) -> jax.Array:
+    r"""Elementwise entropy of a Bernoulli(sigmoid(logit)) variable.
+
+    H(x) = softplus(x) - x sigmoid(x), evaluated in the symmetric form
+    softplus(-|x|) + |x| sigmoid(-|x|), which keeps full relative precision for large |x|
+    (the direct form cancels to 0 already at |x| = 17 in float32). dH/dx = -x sigmoid'(x),
+    0 at x = 0. Entries where ``where`` is False give 0.
+    """
+    x = _checks.float_array(logit, "logit")
+    if where is not None:
+        where = _checks.bool_array(where, "where")
+        try:
+            where = jnp.broadcast_to(where, x.shape)
+        except ValueError:
+            raise ValueError(
+                f"`where` with shape {where.shape} does not broadcast to `logit` {x.shape}."
+            ) from None
+        x = jnp.where(where, x, 0.0)
+    a = _masked.abs_zero_grad(x)
+    h = jax.nn.softplus(-a) + a * jax.nn.sigmoid(-a)
+    return h if where is None else jnp.where(where, h, 0.0)
+
+
+def _power_sum_terms(d: _masked.Dist, order, axis: int):
+    """Returns (sum_j p_j^order - 1, b = order - 1) with full relative precision near order 1.
+
+    Each term p (p^b - 1) = p expm1(b log p) has the sign of -b for every j (log p <= 0), so the
+    sum has no cancellation. Where b log p > 1 the equivalent exp(order log p) - p is used, which
+    cannot overflow for order >= 0.
+    """
+    b = order - 1.0
+    x = b * d.log_p
+    big = x > 1.0
+    term = jnp.where(
+        big,
+        jnp.exp(jnp.where(big, order * d.log_p, 0.0)) - d.p,
+        d.p * jnp.expm1(jnp.where(big, 0.0, x)),
+    )
+    return jnp.sum(jnp.where(d.valid, term, 0.0), axis=axis), b
+
+
+def _log_p_moments(d: _masked.Dist, axis: int, center: jax.Array | None, powers):
+    x = d.log_p if center is None else d.log_p - jnp.expand_dims(center, axis)
+    return [jnp.sum(jnp.where(d.valid, d.p * x**k, 0.0), axis=axis) for k in powers]
+
+
+def _order_param(order, name: str):
+    """Static orders are validated here; traced orders are used as given (must be finite >= 0)."""
+    if _checks.is_static_scalar(order):
+        return _checks.real_scalar(order, name, minimum=0.0, allow_inf=True), True
+    order = _checks.float_array(order, name)
+    if order.ndim != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {order.shape}.")
+    return order, False
+
+
+def _near_one(order, static: bool):
+    b = order - 1.0
+    return abs(b) < _SERIES_RADIUS if static else jnp.abs(b) < _SERIES_RADIUS
+
+
+def renyi_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
+    r"""Renyi entropy H_a(p) = log(sum_j p_j^a) / (1 - a) of p = softmax(logits).
+
+    Limits: a = 0 gives log |support|, a -> 1 the Shannon entropy, a = inf gives -log max_j p_j.
+    H_a is non-increasing in a (Renyi 1961).
+
+    Near a = 1 the function is evaluated exactly rather than by dividing by (1 - a): with
+    b = a - 1, log sum p^a = K(b) is the cumulant generating function of log p under p, so
+    H_a = -K(b)/b = H - b k2/2 - b^2 k3/6 - b^3 k4/24 - ... with k_n the cumulants of log p.
+    For |b| < 1e-3 that series is used (truncation error below 1e-12 k5); elsewhere
+    K(b) = log1p(sum p expm1(b log p)), which keeps full precision. Value and gradient (in the
+    logits and in a traced ``order``) are continuous through a = 1.
+
+    Args:
+      logits: unnormalized log-probabilities.
+      order: a >= 0, a Python number (validated, ``inf`` allowed) or a traced scalar (finite).
+      axis: the category axis.
+      where: optional boolean mask, True = included.
+    """
+    logits, valid, axis = _masked.prepare(logits, where, axis)
+    order, static = _order_param(order, "order")
+    d = _masked.log_softmax(logits, valid, axis)
+    if static and order == float("inf"):
+        max_log_p = jnp.max(jnp.where(d.valid, d.log_p, -jnp.inf), axis=axis)
+        return -jnp.where(jnp.squeeze(d.nonempty, axis), max_log_p, 0.0)
+
+    def series(b):
+        k1 = -_masked.entropy_of(d, axis)
+        m2, m3, m4 = _log_p_moments(d, axis, k1, (2, 3, 4))
+        k4 = m4 - 3.0 * m2**2
+        return -(k1 + b * m2 / 2.0 + b**2 * m3 / 6.0 + b**3 * k4 / 24.0)
+
+    def direct(order_safe):
+        s, b = _power_sum_terms(d, order_safe, axis)
+        return -jnp.log1p(s) / b
+
+    return _switch_near_one(order, static, series, direct)
+
+
+def tsallis_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
+    r"""Tsallis entropy S_q(p) = (1 - sum_j p_j^q) / (q - 1) of p = softmax(logits).
+
+    Limits: q = 0 gives |support| - 1, q -> 1 the Shannon entropy, q = inf gives 0.
+    The numerator is computed as -sum p expm1((q - 1) log p) (no cancellation), and for
+    |q - 1| < 1e-3 the raw-moment series S_q = -(m1 + b m2/2 + b^2 m3/6 + b^3 m4/24),
+    m_n = E_p[(log p)^n], b = q - 1, replaces the division. Continuous value and gradient
+    through q = 1.
+
+    Args:
+      logits: unnormalized log-probabilities.
+      order: q >= 0, a Python number (validated, ``inf`` allowed) or a traced scalar (finite).
+    """
+    logits, valid, axis = _masked.prepare(logits, where, axis)
+    order, static = _order_param(order, "order")
+    d = _masked.log_softmax(logits, valid, axis)
+    if static and order == float("inf"):
+        return jnp.zeros(logits.shape[:axis] + logits.shape[axis + 1 :], logits.dtype)
+
+    def series(b):
+        m1, m2, m3, m4 = _log_p_moments(d, axis, None, (1, 2, 3, 4))
+        return -(m1 + b * m2 / 2.0 + b**2 * m3 / 6.0 + b**3 * m4 / 24.0)
+
+    def direct(order_safe):
+        s, b = _power_sum_terms(d, order_safe, axis)
+        return -s / b
+
+    return _switch_near_one(order, static, series, direct)
+
+
+def _switch_near_one(order, static: bool, series, direct):
+    """Series inside |order - 1| < radius, direct formula outside (double-where when traced)."""
+    near = _near_one(order, static)
+    if static:
+        return series(order - 1.0) if near else direct(order)
+    order_safe = jnp.where(near, 1.0 + 2.0 * _SERIES_RADIUS, order)
+    return jnp.where(near, series(order - 1.0), direct(order_safe))

@@ -1,0 +1,1 @@
+"""Training-loss terms built on the entreg core (installed as `entreg.losses`)."""
