@@ -71,7 +71,9 @@ def aggregate(
         raise ValueError("`values` must have a token axis (shape [..., T]).")
     mask = jnp.asarray(mask)
     if mask.shape != values.shape:
-        raise ValueError(f"`mask` must have the shape of `values` {values.shape}, got {mask.shape}.")
+        raise ValueError(
+            f"`mask` must have the shape of `values` {values.shape}, got {mask.shape}."
+        )
     if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
         raise TypeError(f"`mask` must be boolean or numeric, got dtype {mask.dtype}.")
     m = mask.astype(values.dtype)

@@ -81,21 +81,22 @@ def binary_entropy(logit, *, where=None) -> jax.Array:
     H(x) = softplus(x) - x sigmoid(x), evaluated in the symmetric form
     softplus(-|x|) + |x| sigmoid(-|x|), which keeps full relative precision for large |x|
     (the direct form cancels to 0 already at |x| = 17 in float32). dH/dx = -x sigmoid'(x),
-    0 at x = 0. Entries where ``where`` is False give 0.
+    0 at x = 0. Entries where ``where`` is False, and infinite logits (a certain outcome),
+    give 0 with a zero gradient.
     """
     x = _checks.float_array(logit, "logit")
+    include = jnp.isfinite(x)  # an infinite logit is a certain outcome: H = 0, zero gradient
     if where is not None:
         where = _checks.bool_array(where, "where")
         try:
-            where = jnp.broadcast_to(where, x.shape)
+            include &= jnp.broadcast_to(where, x.shape)
         except ValueError:
             raise ValueError(
                 f"`where` with shape {where.shape} does not broadcast to `logit` {x.shape}."
             ) from None
-        x = jnp.where(where, x, 0.0)
-    a = _masked.abs_zero_grad(x)
+    a = _masked.abs_zero_grad(jnp.where(include, x, 0.0))
     h = jax.nn.softplus(-a) + a * jax.nn.sigmoid(-a)
-    return h if where is None else jnp.where(where, h, 0.0)
+    return jnp.where(include, h, 0.0)
 
 
 def _power_sum_terms(d: _masked.Dist, order, axis: int):

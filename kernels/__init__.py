@@ -1,1 +1,1 @@
-"""Fused, chunked and Pallas implementations of entreg functionals (installed as `entreg.kernels`)."""
+"""Fused, chunked and Pallas implementations of entreg functionals (as `entreg.kernels`)."""
