@@ -4,7 +4,9 @@ Core functionals live in this package; training-loss terms in `entreg.losses`; f
 implementations in `entreg.kernels`.
 """
 
+from entreg import nnx
 from entreg.aggregation import aggregate
+from entreg.attention import attention_entropy
 from entreg.categorical import (
     binary_entropy,
     cross_entropy,
@@ -12,13 +14,40 @@ from entreg.categorical import (
     renyi_entropy,
     tsallis_entropy,
 )
+from entreg.compose import ComposedLoss, compose
 from entreg.divergences import f_divergence, js_divergence, kl_divergence
 from entreg.estimators import kl_estimate
+from entreg.terms import (
+    BandState,
+    ConstraintState,
+    EmaState,
+    LossTerm,
+    TermResult,
+    band_penalty,
+    bonus,
+    constraint,
+    ema_metric,
+    penalty,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BandState",
+    "ComposedLoss",
+    "ConstraintState",
+    "EmaState",
+    "LossTerm",
+    "TermResult",
     "aggregate",
+    "attention_entropy",
+    "band_penalty",
+    "bonus",
+    "compose",
+    "constraint",
+    "ema_metric",
+    "nnx",
+    "penalty",
     "binary_entropy",
     "cross_entropy",
     "entropy",
