@@ -1,4 +1,4 @@
-"""`compose`: a task loss plus loss terms as one function for ``jax.value_and_grad(has_aux=True)``."""
+"""`compose`: a task loss plus loss terms as one function for ``jax.value_and_grad``."""
 
 from __future__ import annotations
 
@@ -96,9 +96,14 @@ def compose(
 
         loss_fn = entreg.compose(
             task,
-            entreg.bonus("entropy", lambda s: entreg.aggregate(
-                entreg.entropy(s["logits"]), s["mask"]), weight=optax.linear_schedule(1e-2, 0, 1000)),
-            entreg.constraint("attn_floor", lambda s: s["attn_entropy"].mean(), lower=1.0, lr=0.05),
+            entreg.bonus(
+                "entropy",
+                lambda s: entreg.aggregate(entreg.entropy(s["logits"]), s["mask"]),
+                weight=optax.linear_schedule(1e-2, 0.0, 1000),
+            ),
+            entreg.constraint(
+                "attn_floor", lambda s: s["attn_entropy"].mean(), lower=1.0, lr=0.05
+            ),
         )
         state = loss_fn.init()
         (loss, (state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -5,8 +5,8 @@
   logits it already forms (no second pass over the attention map).
 * `entropy_attention_fn`: the same attention function, for ``nnx.MultiHeadAttention(
   attention_fn=...)``; it records only when the module is passed (``sow_weights=True``).
-* `collect`: pops sown intermediates (attention entropy, embeddings you sow yourself, ...) into
-  a signals dict for `entreg.compose`.
+* `collect`: gathers sown intermediates (attention entropy, embeddings you sow yourself, ...)
+  from ``nnx.capture`` into a signals dict for `entreg.compose`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def entropy_attention_fn(
 
     Layout as in flax: q [batch..., q, heads, d], k/v [batch..., kv, heads, d]; mask True = attend.
     The entropy is that of the attention weights before dropout, accumulated in float32.
+    A query with no visible key gets all-zero weights (output 0, entropy 0); flax's own function
+    fills masked logits with a large negative number and so averages every value there.
     """
     query, key, value = promote_dtype((query, key, value), dtype=dtype)
     dtype = query.dtype
@@ -67,8 +69,9 @@ class EntropyAttention(nnx.MultiHeadAttention):
     """`nnx.MultiHeadAttention` that always records per-head attention entropy.
 
     Same constructor and call signature as `nnx.MultiHeadAttention` (``attention_fn`` is fixed).
-    After a forward pass, ``entreg.nnx.collect(model, "attention_entropy")`` returns one
-    [batch..., heads, q] array per attention call.
+    Run the model under ``y, inter = nnx.capture(model, nnx.Intermediate)(x)``; then
+    ``entreg.nnx.collect(inter, "attention_entropy")`` returns one [batch..., heads, q] array per
+    attention call.
     """
 
     def __init__(self, *args, **kwargs):
@@ -81,14 +84,18 @@ class EntropyAttention(nnx.MultiHeadAttention):
         return super().__call__(*args, sow_weights=sow_weights, **kwargs)
 
 
-def collect(model: nnx.Module, *names: str) -> dict[str, tuple[jax.Array, ...]]:
-    """Pops the sown intermediates named ``names`` from ``model``.
+def collect(source, *names: str) -> dict[str, tuple[jax.Array, ...]]:
+    """Gathers sown intermediates named ``names`` into a signals dict.
+
+    ``source`` is either the intermediates `State` returned by
+    ``nnx.capture(model, nnx.Intermediate)(x)`` (the recommended path in flax >= 0.12), or the
+    model itself, whose ``nnx.Intermediate`` variables are then popped (older flax).
 
     Returns name -> tuple of arrays, one per sow call, in the model's attribute order (e.g. one
-    per layer). Intermediates not asked for are popped too, so the next forward starts clean.
-    Raises if a name was never sown, which usually means the forward did not run the module.
+    per layer). Raises if a name was never sown, which usually means the forward did not run the
+    module (or ran it outside ``nnx.capture``).
     """
-    state = nnx.pop(model, nnx.Intermediate)
+    state = nnx.pop(source, nnx.Intermediate) if isinstance(source, nnx.Module) else source
     found: dict[str, list[jax.Array]] = {n: [] for n in names}
     for path, leaf in nnx.to_flat_state(state):
         name = next((p for p in reversed(path) if isinstance(p, str) and p in found), None)
