@@ -49,7 +49,7 @@ def prepare(logits, where, axis: int, name: str = "logits") -> tuple[jax.Array, 
 
 def entropy_of(d: Dist, axis: int) -> jax.Array:
     """Shannon entropy -sum p log p, with log p formed as z - logsumexp(z), never as log(p)."""
-    return -jnp.sum(d.p * d.log_p, axis=axis)
+    return -jnp.sum(d.p * d.log_p, axis=axis) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def plus_inf_where(value: jax.Array, infinite: jax.Array) -> jax.Array:

@@ -1,0 +1,1 @@
+"""Reference experiments and benchmarks: ``python -m experiments.<name> [--quick] [--out DIR]``."""
