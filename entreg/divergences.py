@@ -176,16 +176,16 @@ def f_divergence(
     elif alpha is not None:
         raise ValueError(f"`alpha` is only used with kind='alpha', got kind={kind!r}.")
     p, q, axis = _pair(p_logits, q_logits, where, axis)
-    if kind == "kl":
-        return _kl(p, q, axis)
-    if kind == "reverse_kl":
-        return _kl(q, p, axis)
-    if kind == "js":
-        return _js(p, q, axis)
-    if kind == "squared_hellinger":
-        return _squared_hellinger(p, q, axis)
-    if kind == "total_variation":
-        return _total_variation(p, q, axis)
-    if kind == "chi2":
-        return _chi2(p, q, axis)
-    return _alpha(p, q, axis, alpha)
+    if kind == "alpha":
+        return _alpha(p, q, axis, alpha)
+    return _BY_KIND[kind](p, q, axis)
+
+
+_BY_KIND = {
+    "kl": _kl,
+    "reverse_kl": lambda p, q, axis: _kl(q, p, axis),
+    "js": _js,
+    "squared_hellinger": _squared_hellinger,
+    "total_variation": _total_variation,
+    "chi2": _chi2,
+}
