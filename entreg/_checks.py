@@ -30,6 +30,17 @@ def bool_array(x, name: str) -> jax.Array:
     return x
 
 
+def broadcast_bool(x, shape: tuple[int, ...], name: str, target: str) -> jax.Array:
+    """Validates a boolean mask and broadcasts it to `shape` (the shape of `target`)."""
+    x = bool_array(x, name)
+    try:
+        return jnp.broadcast_to(x, shape)
+    except ValueError:
+        raise ValueError(
+            f"`{name}` with shape {x.shape} does not broadcast to `{target}` {shape}."
+        ) from None
+
+
 def normalize_axis(axis, ndim: int, name: str = "logits") -> int:
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
         raise TypeError(f"`axis` must be an int, got {axis!r}.")
@@ -63,12 +74,7 @@ def category_mask(where, shape: tuple[int, ...], axis: int) -> jax.Array | None:
             f"`where` must have the shape of the logits {shape} or their batch shape "
             f"{shape[:axis] + shape[axis + 1 :]}, got {where.shape}."
         )
-    try:
-        return jnp.broadcast_to(where, shape)
-    except ValueError:
-        raise ValueError(
-            f"`where` with shape {where.shape} does not broadcast to the logits shape {shape}."
-        ) from None
+    return broadcast_bool(where, shape, "where", "logits")
 
 
 def real_scalar(x, name: str, *, minimum: float | None = None, allow_inf: bool = False) -> float:

@@ -15,13 +15,7 @@ def visible_keys(shape: tuple[int, ...], mask, causal: bool) -> jax.Array | None
     ``jax.nn.dot_product_attention(is_causal=True)``.
     """
     if mask is not None:
-        mask = _checks.bool_array(mask, "mask")
-        try:
-            mask = jnp.broadcast_to(mask, shape)
-        except ValueError:
-            raise ValueError(
-                f"`mask` with shape {mask.shape} does not broadcast to the logits {shape}."
-            ) from None
+        mask = _checks.broadcast_bool(mask, shape, "mask", "logits")
     if causal:
         tq, tk = shape[-2:]
         tri = jnp.arange(tk)[None, :] <= jnp.arange(tq)[:, None]

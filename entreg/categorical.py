@@ -87,13 +87,7 @@ def binary_entropy(logit, *, where=None) -> jax.Array:
     x = _checks.float_array(logit, "logit")
     include = jnp.isfinite(x)  # an infinite logit is a certain outcome: H = 0, zero gradient
     if where is not None:
-        where = _checks.bool_array(where, "where")
-        try:
-            include &= jnp.broadcast_to(where, x.shape)
-        except ValueError:
-            raise ValueError(
-                f"`where` with shape {where.shape} does not broadcast to `logit` {x.shape}."
-            ) from None
+        include &= _checks.broadcast_bool(where, x.shape, "where", "logit")
     a = _masked.abs_zero_grad(jnp.where(include, x, 0.0))
     h = jax.nn.softplus(-a) + a * jax.nn.sigmoid(-a)
     return jnp.where(include, h, 0.0)
