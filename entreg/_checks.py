@@ -97,3 +97,10 @@ def choice(x, name: str, options) -> str:
 
 def is_static_scalar(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def term_name(name) -> str:
+    """A loss-term name: it prefixes metrics as ``<name>/...``."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"`name` must be a non-empty string without '/', got {name!r}.")
+    return name

@@ -87,13 +87,7 @@ class LossTerm:
         return r._replace(weight=self.scale * r.weight, loss=self.scale * r.loss)
 
 
-def _check_name(name) -> str:
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"`name` must be a non-empty string without '/', got {name!r}.")
-    return name
-
-
-def _weight_fn(weight: Weight, name: str) -> Callable[[Any], jax.Array]:
+def weight_fn(weight: Weight, name: str) -> Callable[[Any], jax.Array]:
     if callable(weight):
 
         def scheduled(step):
@@ -117,8 +111,8 @@ def measured(measure: Measure, signals: Signals, name: str) -> jax.Array:
 
 
 def _fixed_sign_term(name: str, measure: Measure, weight: Weight, sign: float) -> LossTerm:
-    name = _check_name(name)
-    weight_at = _weight_fn(weight, name)
+    name = _checks.term_name(name)
+    weight_at = weight_fn(weight, name)
 
     def apply(signals, state, step):
         v = measured(measure, signals, name)
@@ -164,7 +158,7 @@ def constraint(
     augmented-Lagrangian term (c/2) [g]_+^2 of the violation g (Platt & Barr 1988, "Constrained
     differential optimization"), which damps the oscillation; c = 0 is the pure Lagrangian.
     """
-    name = _check_name(name)
+    name = _checks.term_name(name)
     if (lower is None) == (upper is None):
         raise ValueError("Pass exactly one of `lower` (a floor) and `upper` (a ceiling).")
     lr = _checks.real_scalar(lr, "lr", minimum=0.0)
@@ -229,13 +223,13 @@ def band_penalty(
     released EPO code, whose indicator form is a constant with no gradient.
     Defaults low = 0, high = 2 follow EPO's reported runs (kappa_l = 0, kappa_r = 2).
     """
-    name = _check_name(name)
+    name = _checks.term_name(name)
     low = _checks.real_scalar(low, "low", minimum=0.0)
     high = _checks.real_scalar(high, "high", minimum=0.0)
     if high < low:
         raise ValueError(f"`high` ({high}) must be >= `low` ({low}).")
     decay = _check_decay(decay)
-    weight_at = _weight_fn(weight, name)
+    weight_at = weight_fn(weight, name)
 
     def init():
         return BandState(reference=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32))
@@ -256,7 +250,7 @@ def band_penalty(
 
 def ema_metric(name: str, measure: Measure, *, decay: float = 0.99) -> LossTerm:
     """Logs the debiased EMA of a measured quantity; contributes nothing to the loss."""
-    name = _check_name(name)
+    name = _checks.term_name(name)
     decay = _check_decay(decay)
 
     def init():

@@ -1,1 +1,48 @@
-"""Training-loss terms built on the entreg core (installed as `entreg.losses`)."""
+"""Training-loss terms built on the entreg core (installed as `entreg.losses`).
+
+RL policy terms take per-token [B, T] matrices (``log_prob, old_log_prob, advantages, mask``)
+and return ``(per_token_loss, metrics)``; reduce the loss with `entreg.aggregate`, or wrap it
+with `policy_term` for `entreg.compose`.
+"""
+
+from .covariance import clip_cov_loss, kl_cov_loss, token_covariance
+from .diagnostics import EntropyRewardFit, first_order_entropy_change, fit_entropy_reward
+from .epo import (
+    EpoState,
+    epo_init,
+    epo_loss,
+    epo_penalty,
+    epo_phase_weight,
+    epo_term,
+    epo_update,
+    turn_entropy,
+)
+from .grpo import grpo_advantages
+from .ppo import ppo_loss
+from .steer import steer_loss, steer_weights
+from .temperature import solve_temperature, token_log_probs
+from .terms import policy_term
+
+__all__ = [
+    "EntropyRewardFit",
+    "EpoState",
+    "clip_cov_loss",
+    "epo_init",
+    "epo_loss",
+    "epo_penalty",
+    "epo_phase_weight",
+    "epo_term",
+    "epo_update",
+    "first_order_entropy_change",
+    "fit_entropy_reward",
+    "grpo_advantages",
+    "kl_cov_loss",
+    "policy_term",
+    "ppo_loss",
+    "solve_temperature",
+    "steer_loss",
+    "steer_weights",
+    "token_covariance",
+    "token_log_probs",
+    "turn_entropy",
+]

@@ -1,0 +1,136 @@
+"""STEER token weights ("Rethinking Entropy Interventions in RLVR: An Entropy Change Perspective").
+
+STEER re-weights each token's policy-gradient term by how much that token's update would change
+the entropy: tokens with a large predicted entropy change get a smaller weight.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from entreg import _checks
+
+from . import _tokens
+from .ppo import ppo_loss
+
+_MODES = ("linear", "exp")
+_OMEGAS = ("one_logit", "released_code")
+
+
+def _reduce(op, x, axis_name):
+    x = op(x)
+    if axis_name is None:
+        return x
+    return (jax.lax.pmax if op is jnp.max else jax.lax.pmin)(x, axis_name)
+
+
+def steer_weights(
+    log_prob,
+    old_log_prob,
+    advantages,
+    mask,
+    *,
+    entropy,
+    mode: str = "linear",
+    w_min: float = 0.8,
+    w_max: float = 1.2,
+    omega: str = "one_logit",
+    axis_name=None,
+) -> jax.Array:
+    r"""Per-token STEER weights, computed without gradient.
+
+    With p = clip(exp(log_prob), 1e-8, 1 - 1e-8), p_old = clip(exp(old_log_prob), 1e-8, 1) and
+    H_t the entropy at the token's position, the predicted entropy change of the token's update is
+    proportional to
+
+        Omega_t = (A_t / p_old_t) p_t^2 (1 - p_t) (log p_t + H_t)     (``omega="one_logit"``)
+
+    Derivation: the surrogate -A p / p_old moves the sampled logit by eta (A / p_old) p (1 - p),
+    and dH/dz_a = -p (log p + H), so dH = -eta Omega_t. The released STEER code omits one factor
+    of p (``omega="released_code"``: (A / p_old) p (1 - p)(log p + H)); pick it to reproduce
+    those runs. Non-finite Omega becomes 0 and m_t = |Omega_t|.
+
+    * ``mode="linear"``: w = w_max - (m - m_min)(w_max - w_min)/(m_max - m_min), clipped to
+      [w_min, w_max]; the midpoint when all m are equal.
+    * ``mode="exp"``: kappa = -log(w_min) / max(m_max, 0.02), w = clip(exp(-kappa m), w_min, 1).
+
+    m_min, m_max run over the valid tokens (over the mesh axis ``axis_name`` when given).
+    Defaults w_min = 0.8, w_max = 1.2 are the paper's. Masked tokens get weight 0.
+    """
+    log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
+        log_prob, old_log_prob, advantages, mask
+    )
+    h = _tokens.optional_tokens(entropy, "entropy", log_prob.shape)
+    _checks.choice(mode, "mode", _MODES)
+    _checks.choice(omega, "omega", _OMEGAS)
+    w_min = _checks.real_scalar(w_min, "w_min", minimum=0.0)
+    w_max = _checks.real_scalar(w_max, "w_max", minimum=0.0)
+    if mode == "linear" and w_max < w_min:
+        raise ValueError(f"`w_max` ({w_max}) must be >= `w_min` ({w_min}).")
+    if mode == "exp" and not 0.0 < w_min <= 1.0:
+        raise ValueError(f"`w_min` must be in (0, 1] in exp mode, got {w_min}.")
+    log_prob, old_log_prob, advantages, h = jax.lax.stop_gradient(
+        (log_prob, old_log_prob, advantages, h)
+    )
+
+    p = jnp.clip(jnp.exp(log_prob), 1e-8, 1.0 - 1e-8)
+    p_old = jnp.clip(jnp.exp(old_log_prob), 1e-8, 1.0)
+    omega_t = advantages / p_old * p * (1.0 - p) * (jnp.log(p) + h)
+    if omega == "one_logit":
+        omega_t = omega_t * p
+    m = jnp.where(valid & jnp.isfinite(omega_t), jnp.abs(omega_t), 0.0)
+    m_max = _reduce(jnp.max, jnp.where(valid, m, -jnp.inf), axis_name)
+    if mode == "linear":
+        m_min = _reduce(jnp.min, jnp.where(valid, m, jnp.inf), axis_name)
+        span = m_max - m_min
+        flat = span > 0
+        w = w_max - (m - m_min) * (w_max - w_min) / jnp.where(flat, span, 1.0)
+        w = jnp.where(flat, jnp.clip(w, w_min, w_max), 0.5 * (w_min + w_max))
+    else:
+        kappa = -jnp.log(w_min) / jnp.maximum(m_max, 0.02)
+        w = jnp.clip(jnp.exp(-kappa * m), w_min, 1.0)
+    return jnp.where(valid, w, 0.0)
+
+
+def steer_loss(
+    log_prob,
+    old_log_prob,
+    advantages,
+    mask,
+    *,
+    entropy,
+    mode: str = "linear",
+    w_min: float = 0.8,
+    w_max: float = 1.2,
+    omega: str = "one_logit",
+    axis_name=None,
+    **ppo_kwargs,
+):
+    """STEER: the dual-clip PPO loss (`ppo_loss`) with each token scaled by `steer_weights`.
+
+    ``ppo_kwargs`` go to `ppo_loss` (eps_low, eps_high, dual_clip, entropy_coef, ...); the
+    ``entropy`` also feeds its entropy bonus and metric. Metrics add
+    ``weight_mean``, ``weight_min`` and ``weight_max`` over valid tokens.
+    """
+    w = steer_weights(
+        log_prob,
+        old_log_prob,
+        advantages,
+        mask,
+        entropy=entropy,
+        mode=mode,
+        w_min=w_min,
+        w_max=w_max,
+        omega=omega,
+        axis_name=axis_name,
+    )
+    loss, metrics = ppo_loss(
+        log_prob, old_log_prob, advantages, mask, token_weights=w, entropy=entropy, **ppo_kwargs
+    )
+    valid = _tokens.token_mask(mask, w.shape)
+    some = jnp.any(valid)
+    metrics["weight_mean"] = _tokens.masked_mean(w, valid)
+    metrics["weight_min"] = jnp.where(some, jnp.min(jnp.where(valid, w, jnp.inf)), 0.0)
+    metrics["weight_max"] = jnp.where(some, jnp.max(jnp.where(valid, w, -jnp.inf)), 0.0)
+    return loss, metrics

@@ -1,0 +1,115 @@
+"""Temperature-scaled token log-probabilities and entropy, and the temperature for an entropy."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from entreg import _checks, _masked
+
+
+def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = -1):
+    r"""log pi_tau(y_t) and H(pi_tau) at each position, pi_tau = softmax(logits / tau).
+
+    The policy-gradient inputs of RL fine-tuning: both come from the same tempered distribution
+    that sampled the tokens (verl divides the logits by the rollout temperature before both).
+    Computed in float32 or wider from bf16 logits; ``-inf`` logits and ``where`` False exclude
+    vocabulary entries; a sampled token outside the support gets log-prob -inf.
+
+    Args:
+      logits: [..., V] (``axis`` holds the vocabulary).
+      tokens: [...] integer token ids.
+      temperature: tau > 0, a Python number or a traced scalar / array broadcasting to ``tokens``.
+      where: optional vocabulary mask, as in `entreg.entropy`.
+
+    Returns:
+      ``(log_prob, entropy)``, each shaped like ``tokens``; differentiable in ``logits``.
+    """
+    logits, where, axis = _masked.prepare(logits, where, axis)
+    tokens = jnp.asarray(tokens)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TypeError(f"`tokens` must be integer token ids, got dtype {tokens.dtype}.")
+    batch_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
+    if tokens.shape != batch_shape:
+        raise ValueError(
+            f"`tokens` must have the logits' batch shape {batch_shape}, got {tokens.shape}."
+        )
+    if _checks.is_static_scalar(temperature) and not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    try:
+        tau = jnp.broadcast_to(jnp.asarray(temperature, logits.dtype), batch_shape)
+    except ValueError:
+        raise ValueError(
+            f"`temperature` with shape {jnp.shape(temperature)} does not broadcast to `tokens` "
+            f"{batch_shape}."
+        ) from None
+    tau = jnp.expand_dims(tau, axis)
+    d = _masked.log_softmax(logits / tau, where, axis)
+    idx = jnp.expand_dims(tokens, axis)
+    log_p = jnp.take_along_axis(d.log_p, idx, axis=axis).squeeze(axis)
+    inside = jnp.take_along_axis(d.valid, idx, axis=axis).squeeze(axis)
+    log_p = jnp.where(inside, log_p, -jnp.inf)
+    return log_p, _masked.entropy_of(d, axis)
+
+
+def solve_temperature(
+    logits,
+    target_entropy,
+    *,
+    mask=None,
+    where=None,
+    axis: int = -1,
+    bounds: tuple[float, float] = (1e-2, 1e2),
+    iters: int = 60,
+):
+    r"""The sampling temperature tau at which mean_rows H(softmax(logits / tau)) = target.
+
+    Each row's entropy is non-decreasing in tau (0 as tau -> 0 for a unique argmax, log K as
+    tau -> inf), so the mean over rows is too, and bisection in log tau converges
+    geometrically: ``iters`` = 60 halvings of log(hi/lo) reach float32 resolution. One shared
+    temperature is solved for the rows selected by ``mask`` (all rows by default); vmap for a
+    temperature per row. A target outside the reachable range returns the nearer bound; check
+    the returned entropy. No gradient flows through the solve.
+
+    Args:
+      logits: [..., V].
+      target_entropy: target mean entropy in nats (scalar, may be traced).
+      mask: optional boolean over the batch shape: the rows that count.
+      where: optional vocabulary mask.
+      bounds: (lo, hi) search interval for tau, 0 < lo < hi.
+
+    Returns:
+      ``(temperature, mean_entropy_at_temperature)``.
+    """
+    logits, where, axis = _masked.prepare(logits, where, axis)
+    logits = jax.lax.stop_gradient(logits)
+    lo, hi = bounds
+    lo = _checks.real_scalar(lo, "bounds[0]")
+    hi = _checks.real_scalar(hi, "bounds[1]")
+    if not 0 < lo < hi:
+        raise ValueError(f"`bounds` must satisfy 0 < lo < hi, got {bounds}.")
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"`iters` must be a positive int, got {iters!r}.")
+    batch_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
+    rows = (
+        jnp.ones(batch_shape, bool)
+        if mask is None
+        else _checks.broadcast_bool(mask, batch_shape, "mask", "the logits' batch shape")
+    )
+    target = jnp.asarray(target_entropy, logits.dtype)
+    n = jnp.maximum(jnp.sum(rows), 1)
+
+    def mean_entropy(log_tau):
+        h = _masked.entropy_of(_masked.log_softmax(logits / jnp.exp(log_tau), where, axis), axis)
+        return jnp.sum(jnp.where(rows, h, 0.0)) / n
+
+    def halve(_, bracket):
+        a, b = bracket
+        mid = 0.5 * (a + b)
+        low = mean_entropy(mid) < target
+        return jnp.where(low, mid, a), jnp.where(low, b, mid)
+
+    bracket = (jnp.log(jnp.asarray(lo, logits.dtype)), jnp.log(jnp.asarray(hi, logits.dtype)))
+    a, b = jax.lax.fori_loop(0, iters, halve, bracket)
+    log_tau = 0.5 * (a + b)
+    return jnp.exp(log_tau), mean_entropy(log_tau)
