@@ -6,7 +6,13 @@ implementations in `entreg.kernels`.
 
 from entreg import nnx
 from entreg.aggregation import aggregate
-from entreg.attention import attention_entropy
+from entreg.attention import (
+    attention_entropy,
+    attention_sink_mass,
+    effective_keys,
+    entropy_lower_bound,
+    head_entropy_fractions,
+)
 from entreg.categorical import (
     binary_entropy,
     cross_entropy,
@@ -41,6 +47,10 @@ __all__ = [
     "TermResult",
     "aggregate",
     "attention_entropy",
+    "attention_sink_mass",
+    "effective_keys",
+    "entropy_lower_bound",
+    "head_entropy_fractions",
     "band_penalty",
     "bonus",
     "compose",

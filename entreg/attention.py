@@ -23,7 +23,30 @@ def visible_keys(shape: tuple[int, ...], mask, causal: bool) -> jax.Array | None
     return mask
 
 
-def attention_entropy(logits, *, mask=None, causal: bool = False, normalize: bool = False):
+def _attention_dist(logits, mask, causal, sink):
+    """Validates the inputs and returns the masked attention distribution over [sink,] keys."""
+    logits = _checks.float_array(logits, "logits")
+    if logits.ndim < 2:
+        raise ValueError(f"`logits` must have shape [..., Tq, Tk], got {logits.shape}.")
+    valid = visible_keys(logits.shape, mask, causal)
+    if sink is not None:
+        sink = _checks.float_array(sink, "sink")
+        try:
+            sink = jnp.broadcast_to(sink, logits.shape[:-1])
+        except ValueError:
+            raise ValueError(
+                f"`sink` with shape {sink.shape} does not broadcast to the logits' rows "
+                f"{logits.shape[:-1]} (e.g. one logit per head: shape [heads, 1])."
+            ) from None
+        logits = jnp.concatenate([sink[..., None].astype(logits.dtype), logits], axis=-1)
+        if valid is not None:
+            valid = jnp.concatenate([jnp.ones(valid.shape[:-1] + (1,), bool), valid], axis=-1)
+    return _masked.log_softmax(logits, valid, -1)
+
+
+def attention_entropy(
+    logits, *, mask=None, causal: bool = False, normalize: bool = False, sink=None
+):
     r"""Per-query entropy of attention maps, H_i = logsumexp_j s_ij - sum_j A_ij s_ij.
 
     Computed from the attention LOGITS s (already scaled; -inf = masked), so it never takes the
@@ -38,18 +61,76 @@ def attention_entropy(logits, *, mask=None, causal: bool = False, normalize: boo
       causal: also hide keys j > i (top-left aligned).
       normalize: divide by the row's maximum entropy log(#visible keys) (log(i+1) under a causal
         mask), giving values in [0, 1]; rows with at most one visible key give 0.
+      sink: optional learned sink logit(s) broadcasting to the rows [..., Tq] (e.g. one per
+        head, shape [heads, 1]): a virtual key that is always visible and holds no value. The
+        entropy is then that of the distribution the layer actually uses, over the sink and the
+        keys (the sink counts as one more key in the normalization). Leave it out for the
+        entropy over the real keys alone, renormalized.
 
     Returns:
       [..., Tq] entropies (nats, or normalized). Rows without a visible key return 0.
     """
-    logits = _checks.float_array(logits, "logits")
-    if logits.ndim < 2:
-        raise ValueError(f"`logits` must have shape [..., Tq, Tk], got {logits.shape}.")
-    valid = visible_keys(logits.shape, mask, causal)
-    d = _masked.log_softmax(logits, valid, -1)
+    d = _attention_dist(logits, mask, causal, sink)
     h = _masked.entropy_of(d, -1)
     if not normalize:
         return h
     n = jnp.sum(d.valid, axis=-1)
     h_max = jnp.log(jnp.maximum(n, 1).astype(h.dtype))
     return jnp.where(n > 1, h / jnp.where(n > 1, h_max, 1.0), 0.0)
+
+
+def effective_keys(logits, *, mask=None, causal: bool = False, sink=None) -> jax.Array:
+    """exp(H_i): the effective number of keys query i attends to (the Hopfield view: ~#keys is
+    global averaging, ~1 single-pattern retrieval). Rows without a visible key return 0."""
+    d = _attention_dist(logits, mask, causal, sink)
+    return jnp.where(d.nonempty[..., 0], jnp.exp(_masked.entropy_of(d, -1)), 0.0)
+
+
+def attention_sink_mass(logits, *, mask=None, causal: bool = False, sink=None) -> jax.Array:
+    """Attention mass on the sink: the learned ``sink`` column when given, else the first key.
+
+    Per query row [..., Tq]; average it over queries, heads and layers for the usual "sink
+    mass" statistic (Gated Attention reports 46.7% without an output gate, 4.8% with one).
+    Rows without a visible key return 0.
+    """
+    return _attention_dist(logits, mask, causal, sink).p[..., 0]
+
+
+def head_entropy_fractions(
+    normalized_entropy, *, collapse_below: float = 0.1, overload_above: float = 0.9, axis=-1
+):
+    """Fractions of heads in the collapse band and in the overload band.
+
+    ``normalized_entropy`` holds each head's query-averaged entropy divided by its maximum
+    (`attention_entropy(..., normalize=True).mean(-1)`), heads along ``axis``. A head has
+    collapsed below ``collapse_below`` (attends to about one key, Zhai et al. 2023) and is
+    overloaded above ``overload_above`` (attends almost uniformly, "entropic overload" of Jha &
+    Reagen 2025). Returns ``(collapse_fraction, overload_fraction)`` reduced over ``axis``.
+    """
+    h = _checks.float_array(normalized_entropy, "normalized_entropy")
+    axis = _checks.normalize_axis(axis, h.ndim, "normalized_entropy")
+    lo = _checks.real_scalar(collapse_below, "collapse_below", minimum=0.0)
+    hi = _checks.real_scalar(overload_above, "overload_above", minimum=0.0)
+    if not lo < hi:
+        raise ValueError(f"`collapse_below` ({lo}) must be < `overload_above` ({hi}).")
+    return jnp.mean(h < lo, axis=axis), jnp.mean(h > hi, axis=axis)
+
+
+def entropy_lower_bound(sigma, length) -> jax.Array:
+    r"""Theorem 3.1 of Zhai et al. (2023): the smallest attention entropy a logit matrix with
+    spectral scale sigma = ||W_K W_Q^T||_2 ||X X^T||_2 allows over ``length`` = T keys.
+
+        gamma = sigma sqrt(T / (T - 1)),  beta = exp(-gamma)
+        H >= log(1 + (T - 1) beta) + gamma (T - 1) beta / (1 + (T - 1) beta)
+
+    It is the entropy of a softmax with one logit gamma above T - 1 equal ones, so entropy can
+    fall exponentially in the logits' spectral norm: a diagnostic for collapse (compare the
+    measured entropy with the bound of the measured sigma). T = 50, sigma = 2 gives 3.7655.
+    """
+    sigma = _checks.float_array(sigma, "sigma")
+    t = jnp.asarray(length, sigma.dtype)
+    gamma = sigma * jnp.sqrt(t / (t - 1.0))
+    # (T - 1) beta in log space, so large gamma neither overflows nor loses the bound's tail.
+    log_mb = jnp.log(t - 1.0) - gamma
+    mb = jnp.exp(log_mb)
+    return jnp.log1p(mb) + gamma * jax.nn.sigmoid(log_mb)
