@@ -5,6 +5,7 @@ and return ``(per_token_loss, metrics)``; reduce the loss with `entreg.aggregate
 with `policy_term` for `entreg.compose`.
 """
 
+from .attention import attention_band_penalty, attention_floor_penalty, max_attention_entropy
 from .covariance import clip_cov_loss, kl_cov_loss, token_covariance
 from .diagnostics import EntropyRewardFit, first_order_entropy_change, fit_entropy_reward
 from .epo import (
@@ -19,11 +20,18 @@ from .epo import (
 )
 from .grpo import grpo_advantages
 from .ppo import ppo_loss
+from .sigma_reparam import PowerIteration, SigmaReparamLinear, qk_spectral_norm
 from .steer import steer_loss, steer_weights
 from .temperature import solve_temperature, token_log_probs
 from .terms import policy_term
 
 __all__ = [
+    "PowerIteration",
+    "SigmaReparamLinear",
+    "attention_band_penalty",
+    "attention_floor_penalty",
+    "max_attention_entropy",
+    "qk_spectral_norm",
     "EntropyRewardFit",
     "EpoState",
     "clip_cov_loss",
