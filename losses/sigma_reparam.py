@@ -54,7 +54,7 @@ class SigmaReparamLinear(nnx.Module):
         u, v = left[:, 0], right[0]
         self.u, self.v = PowerIteration(u), PowerIteration(v)
         sigma = u @ w @ v
-        self.gamma = nnx.Param(sigma if gamma_init == "spectral" else jnp.ones(()))
+        self.gamma = nnx.Param(sigma if gamma_init == "spectral" else jnp.ones((), jnp.float32))
         self.update_stats = True
 
     def sigma(self) -> jax.Array:

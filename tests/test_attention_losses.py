@@ -94,7 +94,7 @@ def test_sigma_reparam_tracks_the_largest_singular_value(gamma_init):
     gamma = s_max if gamma_init == "spectral" else 1.0
     np.testing.assert_allclose(y, x @ (gamma / s_max * w), rtol=1e-4, atol=1e-5)
     # After the weights move, a few training calls (one power step each) recover sigma.
-    layer.kernel[...] = layer.kernel[...] + 0.3 * jax.random.normal(jax.random.key(2), (12, 7))
+    layer.kernel[...] += 0.3 * jax.random.normal(jax.random.key(2), (12, 7), jnp.float32)
     for _ in range(200):
         layer(x)
     w2 = np.asarray(layer.kernel[...], np.float64)
