@@ -100,30 +100,18 @@ def steer_loss(
     mask,
     *,
     entropy,
-    mode: str = "linear",
-    w_min: float = 0.8,
-    w_max: float = 1.2,
-    omega: str = "one_logit",
-    axis_name=None,
+    weight_kwargs: dict | None = None,
     **ppo_kwargs,
 ):
     """STEER: the dual-clip PPO loss (`ppo_loss`) with each token scaled by `steer_weights`.
 
+    ``weight_kwargs`` go to `steer_weights` (mode, w_min, w_max, omega, axis_name);
     ``ppo_kwargs`` go to `ppo_loss` (eps_low, eps_high, dual_clip, entropy_coef, ...); the
-    ``entropy`` also feeds its entropy bonus and metric. Metrics add
-    ``weight_mean``, ``weight_min`` and ``weight_max`` over valid tokens.
+    ``entropy`` feeds both (and the PPO entropy bonus and metric). Metrics add ``weight_mean``,
+    ``weight_min`` and ``weight_max`` over valid tokens.
     """
     w = steer_weights(
-        log_prob,
-        old_log_prob,
-        advantages,
-        mask,
-        entropy=entropy,
-        mode=mode,
-        w_min=w_min,
-        w_max=w_max,
-        omega=omega,
-        axis_name=axis_name,
+        log_prob, old_log_prob, advantages, mask, entropy=entropy, **(weight_kwargs or {})
     )
     loss, metrics = ppo_loss(
         log_prob, old_log_prob, advantages, mask, token_weights=w, entropy=entropy, **ppo_kwargs

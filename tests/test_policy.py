@@ -359,7 +359,7 @@ def test_steer_one_logit_omega_predicts_entropy_change():
 def test_steer_loss_is_weighted_ppo():
     lp, olp, adv, mask = random_batch(13)
     ent = np.random.default_rng(0).uniform(0, 3, lp.shape)
-    loss, m = losses.steer_loss(lp, olp, adv, mask, entropy=ent, mode="exp")
+    loss, m = losses.steer_loss(lp, olp, adv, mask, entropy=ent, weight_kwargs={"mode": "exp"})
     w = po.steer(lp, olp, adv, mask, ent, "exp", 0.8, 1.2, "one_logit")
     base, _, _ = po.ppo(lp, olp, adv, mask)
     np.testing.assert_allclose(loss, w * base, rtol=1e-10, atol=1e-12)
