@@ -104,3 +104,13 @@ def term_name(name) -> str:
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"`name` must be a non-empty string without '/', got {name!r}.")
     return name
+
+
+def token_mask(mask, shape: tuple[int, ...], target: str) -> jax.Array:
+    """A per-token mask (boolean or 0/1 numbers, as verl's response_mask) as booleans."""
+    mask = jnp.asarray(mask)
+    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
+        raise TypeError(f"`mask` must be boolean or numeric, got dtype {mask.dtype}.")
+    if mask.shape != shape:
+        raise ValueError(f"`mask` must have the shape of `{target}` {shape}, got {mask.shape}.")
+    return mask != 0

@@ -69,14 +69,8 @@ def aggregate(
     values = _checks.float_array(values, "values")
     if values.ndim == 0:
         raise ValueError("`values` must have a token axis (shape [..., T]).")
-    mask = jnp.asarray(mask)
-    if mask.shape != values.shape:
-        raise ValueError(
-            f"`mask` must have the shape of `values` {values.shape}, got {mask.shape}."
-        )
-    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
-        raise TypeError(f"`mask` must be boolean or numeric, got dtype {mask.dtype}.")
-    m = mask.astype(values.dtype)
+    _checks.token_mask(mask, values.shape, "values")
+    m = jnp.asarray(mask).astype(values.dtype)
     # Masked entries may hold NaN/inf padding: select rather than multiply.
     token_sums = jnp.sum(jnp.where(m != 0, m * values, 0.0), axis=-1)
     token_counts = jnp.sum(m, axis=-1)

@@ -9,16 +9,6 @@ from entreg import _checks
 from entreg.aggregation import aggregate
 
 
-def token_mask(mask, shape: tuple[int, ...]) -> jax.Array:
-    """`mask` (boolean or 0/1 numbers, as verl's response_mask) as a boolean [..., T] array."""
-    mask = jnp.asarray(mask)
-    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
-        raise TypeError(f"`mask` must be boolean or numeric, got dtype {mask.dtype}.")
-    if mask.shape != shape:
-        raise ValueError(f"`mask` must have the shape of `log_prob` {shape}, got {mask.shape}.")
-    return mask != 0
-
-
 def policy_inputs(log_prob, old_log_prob, advantages, mask):
     """Validates the four [..., T] inputs every policy loss takes; returns them upcast."""
     log_prob = _checks.float_array(log_prob, "log_prob")
@@ -28,7 +18,7 @@ def policy_inputs(log_prob, old_log_prob, advantages, mask):
     advantages = _checks.float_array(advantages, "advantages")
     _checks.same_shape(log_prob, old_log_prob, "log_prob", "old_log_prob")
     _checks.same_shape(log_prob, advantages, "log_prob", "advantages")
-    return log_prob, old_log_prob, advantages, token_mask(mask, log_prob.shape)
+    return log_prob, old_log_prob, advantages, _checks.token_mask(mask, log_prob.shape, "log_prob")
 
 
 def optional_tokens(x, name: str, shape: tuple[int, ...]) -> jax.Array:

@@ -36,7 +36,7 @@ def token_covariance(log_prob, advantages, mask, *, axis_name=None) -> jax.Array
     log_prob = jax.lax.stop_gradient(_checks.float_array(log_prob, "log_prob"))
     advantages = jax.lax.stop_gradient(_checks.float_array(advantages, "advantages"))
     _checks.same_shape(log_prob, advantages, "log_prob", "advantages")
-    valid = _tokens.token_mask(mask, log_prob.shape)
+    valid = _checks.token_mask(mask, log_prob.shape, "log_prob")
     n = _tokens.psum(jnp.sum(valid, dtype=log_prob.dtype), axis_name)
     n = jnp.maximum(n, 1.0)
 

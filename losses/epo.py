@@ -53,7 +53,7 @@ def _turns(entropy, mask, turn_ids, num_turns):
     h = _checks.float_array(entropy, "entropy")
     if h.ndim == 0:
         raise ValueError("`entropy` must have a token axis (shape [..., T]).")
-    valid = _tokens.token_mask(mask, h.shape)
+    valid = _checks.token_mask(mask, h.shape, "entropy")
     turn_ids = jnp.asarray(turn_ids)
     if not jnp.issubdtype(turn_ids.dtype, jnp.integer) or turn_ids.shape != h.shape:
         raise ValueError(
@@ -149,7 +149,7 @@ def epo_loss(
     )
     beta = epo_phase_weight(epoch, total_epochs)
     h = _checks.float_array(entropy, "entropy")
-    valid = _tokens.token_mask(mask, h.shape)
+    valid = _checks.token_mask(mask, h.shape, "entropy")
     loss = jnp.where(valid, -entropy_coef * (h - smooth_coef * beta * pen), 0.0)
     metrics = {
         "entropy": _tokens.masked_mean(h, valid),

@@ -116,7 +116,7 @@ def steer_loss(
     loss, metrics = ppo_loss(
         log_prob, old_log_prob, advantages, mask, token_weights=w, entropy=entropy, **ppo_kwargs
     )
-    valid = _tokens.token_mask(mask, w.shape)
+    valid = _checks.token_mask(mask, w.shape, "log_prob")
     some = jnp.any(valid)
     metrics["weight_mean"] = _tokens.masked_mean(w, valid)
     metrics["weight_min"] = jnp.where(some, jnp.min(jnp.where(valid, w, jnp.inf)), 0.0)
