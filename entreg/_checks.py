@@ -30,15 +30,19 @@ def bool_array(x, name: str) -> jax.Array:
     return x
 
 
-def broadcast_bool(x, shape: tuple[int, ...], name: str, target: str) -> jax.Array:
-    """Validates a boolean mask and broadcasts it to `shape` (the shape of `target`)."""
-    x = bool_array(x, name)
+def broadcast(x: jax.Array, shape: tuple[int, ...], name: str, target: str) -> jax.Array:
+    """Broadcasts `x` to `shape` (the shape of `target`), naming both on failure."""
     try:
         return jnp.broadcast_to(x, shape)
     except ValueError:
         raise ValueError(
             f"`{name}` with shape {x.shape} does not broadcast to `{target}` {shape}."
         ) from None
+
+
+def broadcast_bool(x, shape: tuple[int, ...], name: str, target: str) -> jax.Array:
+    """Validates a boolean mask and broadcasts it to `shape` (the shape of `target`)."""
+    return broadcast(bool_array(x, name), shape, name, target)
 
 
 def normalize_axis(axis, ndim: int, name: str = "logits") -> int:

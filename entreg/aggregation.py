@@ -16,7 +16,8 @@ def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-def _psum(x: jax.Array, axis_name) -> jax.Array:
+def psum(x: jax.Array, axis_name) -> jax.Array:
+    """psum over a mapped axis, or `x` itself when `axis_name` is None."""
     return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
@@ -75,10 +76,10 @@ def aggregate(
     token_sums = jnp.sum(jnp.where(m != 0, m * values, 0.0), axis=-1)
     token_counts = jnp.sum(m, axis=-1)
     if mode == "token-mean":
-        n = _psum(jnp.sum(token_counts), axis_name) if num_tokens is None else num_tokens
+        n = psum(jnp.sum(token_counts), axis_name) if num_tokens is None else num_tokens
         return _safe_div(jnp.sum(token_sums), jnp.asarray(n, values.dtype))
     if num_sequences is None:
-        num_sequences = _psum(jnp.sum((token_counts > 0).astype(values.dtype)), axis_name)
+        num_sequences = psum(jnp.sum((token_counts > 0).astype(values.dtype)), axis_name)
     num_sequences = jnp.asarray(num_sequences, values.dtype)
     if mode == "seq-mean-token-sum":
         per_seq = token_sums

@@ -31,13 +31,7 @@ def _attention_dist(logits, mask, causal, sink):
     valid = visible_keys(logits.shape, mask, causal)
     if sink is not None:
         sink = _checks.float_array(sink, "sink")
-        try:
-            sink = jnp.broadcast_to(sink, logits.shape[:-1])
-        except ValueError:
-            raise ValueError(
-                f"`sink` with shape {sink.shape} does not broadcast to the logits' rows "
-                f"{logits.shape[:-1]} (e.g. one logit per head: shape [heads, 1])."
-            ) from None
+        sink = _checks.broadcast(sink, logits.shape[:-1], "sink", "the logits' rows")
         logits = jnp.concatenate([sink[..., None].astype(logits.dtype), logits], axis=-1)
         if valid is not None:
             valid = jnp.concatenate([jnp.ones(valid.shape[:-1] + (1,), bool), valid], axis=-1)

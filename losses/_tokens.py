@@ -68,7 +68,3 @@ def descending_rank(score: jax.Array) -> jax.Array:
     order = jnp.argsort(-flat, stable=True)
     rank = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
     return rank.reshape(score.shape)
-
-
-def psum(x, axis_name):
-    return x if axis_name is None else jax.lax.psum(x, axis_name)

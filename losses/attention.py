@@ -30,13 +30,7 @@ def _entropy_and_max(entropy, max_entropy, name="entropy"):
     if h.ndim < 2:
         raise ValueError(f"`{name}` must have shape [..., heads, Tq], got {h.shape}.")
     h_max = _checks.float_array(max_entropy, "max_entropy")
-    try:
-        h_max = jnp.broadcast_to(h_max, h.shape)
-    except ValueError:
-        raise ValueError(
-            f"`max_entropy` with shape {h_max.shape} does not broadcast to `entropy` {h.shape}."
-        ) from None
-    return h, h_max
+    return h, _checks.broadcast(h_max, h.shape, "max_entropy", name)
 
 
 def _row_mean(x, mask):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from entreg import _checks
 from entreg._masked import abs_zero_grad
+from entreg.aggregation import psum
 
 from . import _tokens
 from .ppo import clip_params, surrogate
@@ -37,12 +38,12 @@ def token_covariance(log_prob, advantages, mask, *, axis_name=None) -> jax.Array
     advantages = jax.lax.stop_gradient(_checks.float_array(advantages, "advantages"))
     _checks.same_shape(log_prob, advantages, "log_prob", "advantages")
     valid = _checks.token_mask(mask, log_prob.shape, "log_prob")
-    n = _tokens.psum(jnp.sum(valid, dtype=log_prob.dtype), axis_name)
+    n = psum(jnp.sum(valid, dtype=log_prob.dtype), axis_name)
     n = jnp.maximum(n, 1.0)
 
     def centered(x):
         x = jnp.where(valid, x, 0.0)
-        return x - _tokens.psum(jnp.sum(x), axis_name) / n
+        return x - psum(jnp.sum(x), axis_name) / n
 
     return jnp.where(valid, centered(advantages) * centered(log_prob), 0.0)
 

@@ -19,6 +19,8 @@ from entreg.terms import LossTerm, TermResult
 
 from . import _tokens
 
+ENTROPY_COEF = 1e-3  # c_H of the paper
+
 
 class EpoState(NamedTuple):
     reference: jax.Array  # [num_turns] running mean of each turn's mean token entropy
@@ -125,7 +127,7 @@ def epo_loss(
     state: EpoState,
     *,
     epoch,
-    entropy_coef: float = 1e-3,
+    entropy_coef: float = ENTROPY_COEF,
     smooth_coef: float = 1.0,
     total_epochs: int = 150,
     kappa_low: float = 0.0,
@@ -184,7 +186,7 @@ def epo_term(
         per_token, m = epo_loss(h, mask, ids, state, epoch=step, **epo_kwargs)
         value = aggregate(_checks.float_array(h, "entropy"), mask, mode)
         extras = {"penalty": m["penalty"], "phase_weight": m["phase_weight"]}
-        coef = jnp.asarray(epo_kwargs.get("entropy_coef", 1e-3), jnp.float32)
+        coef = jnp.asarray(epo_kwargs.get("entropy_coef", ENTROPY_COEF), jnp.float32)
         new_state = epo_update(state, h, mask, ids)
         return TermResult(value, coef, aggregate(per_token, mask, mode), new_state, extras)
 

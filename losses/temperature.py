@@ -36,14 +36,8 @@ def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = 
         )
     if _checks.is_static_scalar(temperature) and not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature}.")
-    try:
-        tau = jnp.broadcast_to(jnp.asarray(temperature, logits.dtype), batch_shape)
-    except ValueError:
-        raise ValueError(
-            f"`temperature` with shape {jnp.shape(temperature)} does not broadcast to `tokens` "
-            f"{batch_shape}."
-        ) from None
-    tau = jnp.expand_dims(tau, axis)
+    tau = jnp.asarray(temperature, logits.dtype)
+    tau = jnp.expand_dims(_checks.broadcast(tau, batch_shape, "temperature", "tokens"), axis)
     d = _masked.log_softmax(logits / tau, where, axis)
     idx = jnp.expand_dims(tokens, axis)
     log_p = jnp.take_along_axis(d.log_p, idx, axis=axis).squeeze(axis)
