@@ -23,12 +23,13 @@ from .ppo import ppo_loss
 from .sigma_reparam import PowerIteration, SigmaReparamLinear, qk_spectral_norm
 from .steer import steer_loss, steer_weights
 from .temperature import solve_temperature, token_log_probs
-from .terms import policy_term
+from .terms import attention_entropy_term, policy_term
 
 __all__ = [
     "PowerIteration",
     "SigmaReparamLinear",
     "attention_band_penalty",
+    "attention_entropy_term",
     "attention_floor_penalty",
     "max_attention_entropy",
     "qk_spectral_norm",

@@ -16,13 +16,15 @@ from entreg import _checks
 _MODES = ("default", "faithful")
 
 
-def max_attention_entropy(num_queries: int, num_keys: int, *, causal: bool = False):
+def max_attention_entropy(
+    num_queries: int, num_keys: int, *, causal: bool = False, dtype=jnp.float32
+):
     """Per-row maximum entropy [Tq]: log(Tk), or log(i + 1) for query i under a causal mask."""
     if causal:
         n = jnp.minimum(jnp.arange(1, num_queries + 1), num_keys)
     else:
         n = jnp.full((num_queries,), num_keys)
-    return jnp.log(n.astype(jnp.float32))
+    return jnp.log(n.astype(dtype))
 
 
 def _entropy_and_max(entropy, max_entropy, name="entropy"):

@@ -31,7 +31,8 @@ class SigmaReparamLinear(nnx.Module):
     ``gamma_init="spectral"`` sets the learned gamma to the initial spectral norm, so W_hat = W at
     initialization (the PyTorch release); ``"one"`` starts from gamma = 1 (the JAX speech code),
     i.e. a weight of spectral norm 1. sigma is computed in float32 whatever the param dtype.
-    ``update_stats=False`` (evaluation) reuses the stored vectors.
+    ``update_stats=False`` (evaluation) reuses the stored vectors; set it on a whole model with
+    ``model.eval(update_stats=False)`` and ``model.train(update_stats=True)``.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Policy losses as `entreg.compose` terms."""
+"""Policy losses and attention-entropy regularizers as `entreg.compose` terms."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from entreg import _checks
 from entreg.aggregation import MODES, aggregate
 from entreg.terms import LossTerm, TermResult, Weight, weight_fn
+
+from .attention import attention_band_penalty, attention_floor_penalty, max_attention_entropy
 
 POLICY_SIGNALS = ("log_prob", "old_log_prob", "advantages", "mask")
 
@@ -54,5 +56,94 @@ def policy_term(
         w = weight_at(step)
         extras = {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
         return TermResult(value, w, w * value, state, extras)
+
+    return LossTerm(name, init=lambda: (), apply=apply)
+
+
+_ATTENTION_KINDS = ("band", "floor")
+
+
+def attention_entropy_term(
+    kind: str,
+    *,
+    target,
+    name: str | None = None,
+    weight: Weight = 1.0,
+    signal: str = "attention_entropy",
+    causal: bool = False,
+    num_keys: int | None = None,
+    tolerance: float = 0.2,
+    mode: str = "default",
+    mask: str | None = None,
+) -> LossTerm:
+    """`attention_band_penalty` or `attention_floor_penalty` as a penalty term.
+
+    The term reads ``signals[signal]``: one layer's per-head entropies [..., heads, Tq], or a
+    tuple of them, one per layer, as `entreg.nnx.collect` returns what `EntropyAttention` sows.
+    Its value is the mean over layers of the per-layer penalty (for ``mode="faithful"``, the
+    released code's average over heads and layers of per-head sums), its contribution
+    ``weight * value``.
+
+    Args:
+      kind: ``"band"`` (keep each head near ``target`` x E_max, entropy-guided attention) or
+        ``"floor"`` (keep every row above ``target`` x E_max, a collapse guard).
+      target: the fraction theta: a scalar, per head [heads], or per layer and head
+        [layers, heads]; or the name of a signal holding it, e.g. a learnable ``nnx.Param``
+        the task puts in its signals so that the optimizer trains it with the model.
+      causal: per-row maxima log(i + 1) instead of log(Tk) (ignored by the faithful mode, which
+        uses log Tk for every row as the released code does).
+      num_keys: Tk for the maxima (default Tq, self-attention).
+      tolerance, mode: as in `attention_band_penalty` (band only).
+      mask: the name of a signal with the rows that count, broadcasting to [..., heads, Tq]
+        (default mode only).
+    """
+    _checks.choice(kind, "kind", _ATTENTION_KINDS)
+    name = _checks.term_name(name if name is not None else f"attention_{kind}")
+    if kind == "floor" and mode != "default":
+        raise ValueError("`mode` applies to kind='band' only.")
+    weight_at = weight_fn(weight, name)
+
+    def layer_penalty(h, theta, row_mask):
+        h = _checks.float_array(h, signal)
+        if h.ndim < 2:
+            raise ValueError(f"Signal {signal!r} must be [..., heads, Tq], got {h.shape}.")
+        tq = h.shape[-1]
+        tk = tq if num_keys is None else num_keys
+        h_max = max_attention_entropy(
+            tq,
+            tk,
+            causal=causal and mode != "faithful",
+            dtype=jnp.promote_types(h.dtype, jnp.float32),
+        )
+        theta = jnp.reshape(theta, jnp.shape(theta) + (1,))  # [heads] -> [heads, 1]
+        if kind == "floor":
+            return attention_floor_penalty(h, theta, max_entropy=h_max, mask=row_mask)
+        return attention_band_penalty(
+            h, theta, max_entropy=h_max, tolerance=tolerance, mode=mode, mask=row_mask
+        )
+
+    def apply(signals, state, step):
+        needed = [signal] + [s for s in (target, mask) if isinstance(s, str)]
+        missing = [s for s in needed if s not in signals]
+        if missing:
+            raise KeyError(f"Term {name!r} needs the signals {missing}.")
+        layers = signals[signal]
+        layers = tuple(layers) if isinstance(layers, (tuple, list)) else (layers,)
+        theta = _checks.float_array(
+            signals[target] if isinstance(target, str) else target, "target"
+        )
+        if theta.ndim > 2 or (theta.ndim == 2 and theta.shape[0] != len(layers)):
+            raise ValueError(
+                f"`target` must be a scalar, [heads] or [layers={len(layers)}, heads], "
+                f"got shape {theta.shape}."
+            )
+        row_mask = None if mask is None else signals[mask]
+        per_layer = [
+            layer_penalty(h, theta[i] if theta.ndim == 2 else theta, row_mask)
+            for i, h in enumerate(layers)
+        ]
+        value = jnp.mean(jnp.stack(per_layer))
+        w = weight_at(step)
+        return TermResult(value, w, w * value, state, {})
 
     return LossTerm(name, init=lambda: (), apply=apply)

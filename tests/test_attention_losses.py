@@ -125,3 +125,103 @@ def test_qk_spectral_norm_without_forming_the_product():
     np.testing.assert_allclose(sigma, np.linalg.norm(wq @ wk.T, 2), rtol=1e-6)
     g = jax.grad(lambda a: losses.qk_spectral_norm(a, wk, v)[0])(wq)
     assert np.all(np.isfinite(g))
+
+
+def test_attention_entropy_term_band_per_layer_targets_from_signals():
+    rng = np.random.default_rng(4)
+    t, heads = 6, 3
+    layers = tuple(rng.uniform(0, np.log(t), (2, heads, t)) for _ in range(2))
+    theta = rng.uniform(0.2, 0.8, (2, heads))
+    mask = np.ones((2, 1, t), bool)
+    mask[0, :, 4:] = False
+    term = losses.attention_entropy_term("band", target="theta", causal=True, mask="rows")
+    assert term.name == "attention_band"
+    signals = {"attention_entropy": layers, "theta": theta, "rows": mask}
+    r = term(signals, term.init(), step=0)
+    # Oracle: per-layer float64 loops with per-row causal maxima log(i + 1).
+    h_max = np.log(np.arange(1, t + 1))
+    want = []
+    for h, th in zip(layers, theta, strict=True):
+        pen = [
+            max(abs(h[b, k, q] - th[k] * h_max[q]) - 0.2 * h_max[q], 0.0) ** 2
+            for b, k, q in np.ndindex(h.shape)
+            if mask[b, 0, q]
+        ]
+        want.append(np.mean(pen))
+    np.testing.assert_allclose(r.value, np.mean(want), rtol=1e-10)
+    np.testing.assert_allclose(r.loss, r.value)
+    # The learnable targets receive a gradient through the signals.
+    g = jax.grad(lambda th: term({**signals, "theta": th}, (), 0).loss)(theta)
+    assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+def test_attention_entropy_term_faithful_and_floor():
+    rng = np.random.default_rng(5)
+    t = 8
+    layers = [rng.uniform(0, np.log(t), (3, 4, t)) for _ in range(3)]
+    theta = rng.uniform(0.2, 0.8, 4)
+    faithful = losses.attention_entropy_term(
+        "band", target=theta, mode="faithful", causal=True, weight=2.0
+    )
+    r = faithful({"attention_entropy": layers}, (), 0)
+    # The released code: per-head sums, averaged over heads and layers, with E_max = log T.
+    want = np.mean([released_penalty(h, theta, t, 0.2) for h in layers])
+    np.testing.assert_allclose(r.value, want, rtol=1e-10)
+    np.testing.assert_allclose(r.loss, 2.0 * want, rtol=1e-10)
+    floor = losses.attention_entropy_term("floor", target=0.5, name="guard")
+    r = floor({"attention_entropy": layers[0]}, (), 0)
+    np.testing.assert_allclose(
+        r.value, np.mean(np.maximum(0.5 * np.log(t) - layers[0], 0) ** 2), rtol=1e-10
+    )
+
+
+def test_attention_entropy_term_errors():
+    h = np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match="kind"):
+        losses.attention_entropy_term("ceiling", target=0.5)
+    with pytest.raises(ValueError, match="mode"):
+        losses.attention_entropy_term("floor", target=0.5, mode="faithful")
+    term = losses.attention_entropy_term("band", target=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="target"):
+        term({"attention_entropy": (h, h)}, (), 0)  # 3 layers of targets for 2 layers
+    with pytest.raises(KeyError, match="theta"):
+        losses.attention_entropy_term("band", target="theta")({"attention_entropy": h}, (), 0)
+    with pytest.raises(ValueError, match="attention_entropy"):
+        losses.attention_entropy_term("floor", target=0.5)({"attention_entropy": h[0, 0]}, (), 0)
+
+
+def test_attention_terms_through_entropy_attention_and_compose():
+    """EntropyAttention records entropy; the band and floor terms train the model through it."""
+    import entreg
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List(
+                [entreg.nnx.EntropyAttention(2, 8, decode=False, rngs=rngs) for _ in range(2)]
+            )
+            self.theta = nnx.Param(jnp.full((2, 2), 0.5, jnp.float32))
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = x + layer(x, is_causal=True)
+            return x
+
+    def task(model, x):
+        y, inter = nnx.capture(model, nnx.Intermediate)(x)
+        attn = entreg.nnx.collect(inter, "attention_entropy")["attention_entropy"]
+        return jnp.mean(y**2), {"attention_entropy": attn, "theta": model.theta[...]}
+
+    loss_fn = entreg.compose(
+        task,
+        losses.attention_entropy_term("band", target="theta", causal=True, weight=1.0),
+        losses.attention_entropy_term("floor", target=0.9, causal=True, weight=1.0),
+    )
+    model = Net(nnx.Rngs(0))
+    x = 3.0 * jax.random.normal(jax.random.key(1), (4, 5, 8))
+    (loss, (_, metrics)), grads = nnx.value_and_grad(
+        lambda m: loss_fn(m, x, state=loss_fn.init()), has_aux=True
+    )(model)
+    assert metrics["attention_band/value"] > 0 and metrics["attention_floor/value"] > 0
+    assert np.any(grads["theta"][...] != 0)
+    q_grad = grads["layers"][0]["query"]["kernel"][...]
+    assert np.all(np.isfinite(q_grad)) and np.any(q_grad != 0)
