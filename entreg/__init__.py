@@ -23,6 +23,7 @@ from entreg.categorical import (
 from entreg.compose import ComposedLoss, compose
 from entreg.divergences import f_divergence, js_divergence, kl_divergence
 from entreg.estimators import kl_estimate
+from entreg.score_entropy import score_entropy
 from entreg.terms import (
     BandState,
     ConstraintState,
@@ -66,5 +67,6 @@ __all__ = [
     "kl_divergence",
     "kl_estimate",
     "renyi_entropy",
+    "score_entropy",
     "tsallis_entropy",
 ]

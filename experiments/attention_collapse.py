@@ -47,7 +47,7 @@ from experiments import _harness
 VOCAB, LENGTH, ALPHA = 16, 32, 0.2
 LAYERS, HEADS, DIM = 4, 4, 32  # --quick uses 2 layers (it smoke-tests, and compiles faster)
 BATCH, EVAL_BATCH, EVAL_EVERY = 32, 256, 10
-HIGH_LR, LR, WARMUP = 4e-2, 1e-3, 50
+HIGH_LR, LR, WARMUP = 6e-2, 1e-3, 50
 FLOOR, FLOOR_WEIGHT = 0.3, 1.0  # collapse guard: every row keeps 30% of its maximum entropy
 BAND_WEIGHT = 10.0  # band penalty (default mode: smooth hinge, per-row causal maximum, mean)
 COLLAPSE, SPIKE, OVERLOADED = 0.1, 1.05, 0.5

@@ -1,5 +1,8 @@
 """Training-loss terms built on the entreg core (installed as `entreg.losses`).
 
+Discrete diffusion (SEDD): graphs, noise schedules, the denoising score entropy loss, its
+likelihood bound and samplers.
+
 RL policy terms take per-token [B, T] matrices (``log_prob, old_log_prob, advantages, mask``)
 and return ``(per_token_loss, metrics)``; reduce the loss with `entreg.aggregate`, or wrap it
 with `policy_term` for `entreg.compose`.
@@ -18,14 +21,33 @@ from .epo import (
     epo_update,
     turn_entropy,
 )
+from .graphs import AbsorbingGraph, UniformGraph
 from .grpo import grpo_advantages
+from .noise import GeometricNoise, LogLinearNoise
 from .ppo import ppo_loss
+from .sampling import sample, step_probs
+from .score_entropy import (
+    denoising_score_entropy,
+    score_entropy_term,
+    sedd_elbo,
+    sedd_loss,
+)
 from .sigma_reparam import PowerIteration, SigmaReparamLinear, qk_spectral_norm
 from .steer import steer_loss, steer_weights
 from .temperature import solve_temperature, token_log_probs
 from .terms import attention_entropy_term, policy_term
 
 __all__ = [
+    "AbsorbingGraph",
+    "GeometricNoise",
+    "LogLinearNoise",
+    "UniformGraph",
+    "denoising_score_entropy",
+    "sample",
+    "score_entropy_term",
+    "sedd_elbo",
+    "sedd_loss",
+    "step_probs",
     "PowerIteration",
     "SigmaReparamLinear",
     "attention_band_penalty",

@@ -1,0 +1,55 @@
+"""Score entropy: the Bregman divergence between probability ratios used by SEDD.
+
+Lou, Meng & Ermon, "Discrete Diffusion Modeling by Estimating the Ratios of the Data
+Distribution" (ICML 2024).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from entreg import _checks
+
+
+def _k(ratio):
+    """K(r) = r (log r - 1) with K(0) = 0 and a finite gradient at 0."""
+    safe = jnp.where(ratio > 0, ratio, 1.0)
+    return jnp.where(ratio > 0, ratio * (jnp.log(safe) - 1.0), 0.0)
+
+
+def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
+    r"""Score entropy between predicted ratios s = exp(``log_score``) and target ratios r.
+
+        SE(s, r) = sum_y [ s_y - r_y log s_y + K(r_y) ],   K(r) = r (log r - 1),  K(0) = 0
+
+    (Lou et al. 2024, Eq. 5 with unit weights). It is a generalized KL divergence between the
+    non-negative vectors r and s: >= 0, zero iff s = r on every counted entry, convex in
+    ``log_score``. ``dSE / dlog s_y = s_y - r_y``. K(r) does not depend on the prediction but stays
+    in the value: it is what makes the denoising form a likelihood bound. Zero ratios are safe
+    (their term is s_y, and the gradient with respect to ``ratio`` there is finite, -log s_y).
+
+    Args:
+      log_score: predicted log-ratios [..., V] (unconstrained, e.g. a network's output).
+      ratio: target ratios r >= 0, same shape (in SEDD, p_t(y | x_0) / p_t(x_t | x_0)). Negative
+        entries are outside the domain: an eager call raises, a traced one returns NaN there.
+      axis: the vocabulary axis summed over.
+      where: boolean mask broadcasting to ``log_score``; False entries do not count (e.g. y = x_t,
+        or entries with zero transition rate).
+
+    Returns:
+      Score entropy with ``axis`` reduced, accumulated in at least float32.
+    """
+    s = _checks.float_array(log_score, "log_score")
+    r = _checks.float_array(ratio, "ratio")
+    _checks.same_shape(s, r, "log_score", "ratio")
+    axis = _checks.normalize_axis(axis, s.ndim, "log_score")
+    if not isinstance(r, jax.core.Tracer) and bool(jnp.any(r < 0)):
+        raise ValueError("`ratio` must be >= 0 (ratios of probabilities).")
+    s, r = jnp.broadcast_arrays(*(x.astype(jnp.result_type(s, r)) for x in (s, r)))
+    terms = jnp.exp(s) - r * s + _k(r)
+    terms = jnp.where(r < 0, jnp.nan, terms)
+    if where is not None:
+        valid = _checks.broadcast_bool(where, s.shape, "where", "log_score")
+        terms = jnp.where(valid, terms, 0.0)
+    return jnp.sum(terms, axis=axis)

@@ -1,0 +1,287 @@
+r"""Forward processes ("graphs") of discrete diffusion, after SEDD (Lou, Meng & Ermon 2024).
+
+A graph is a rate matrix Q whose columns sum to 0; at total noise sigma_bar the forward process has
+p_t(. | x_0) = exp(sigma_bar Q) e_{x_0}. Two graphs are provided:
+
+* `AbsorbingGraph(N)`: N real tokens plus MASK = N (dim N + 1). A token is replaced by MASK at
+  rate 1 and MASK is absorbing.
+* `UniformGraph(N)`: Q = (1 1^T - N I) / N: a token is redrawn uniformly (possibly as itself) at
+  rate 1.
+
+Conventions shared by every method: tokens ``x`` are integer arrays [...]; ``sigma`` broadcasts
+against ``x``'s shape (pass ``sigma[:, None]`` for a batch of sequences); vocabulary-valued
+results add a trailing axis of size ``dim``. ``log_score`` is the log of the predicted concrete
+score s_y ~= p_t(y) / p_t(x) at each position, over the vocabulary, as `log_score` below builds it
+from a network's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from entreg import _checks
+
+
+def _tokens(x, name="x"):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"`{name}` must be an integer token array, got dtype {x.dtype}.")
+    return x
+
+
+def _sigma(sigma, shape):
+    s = _checks.float_array(sigma, "sigma")
+    try:
+        return jnp.broadcast_to(s, jnp.broadcast_shapes(s.shape, shape))
+    except ValueError:
+        raise ValueError(
+            f"`sigma` of shape {s.shape} does not broadcast against tokens of shape {shape}; "
+            "pass sigma[:, None] for a batch of sequences."
+        ) from None
+
+
+def _log_score(log_score, shape, dim):
+    s = _checks.float_array(log_score, "log_score")
+    if s.shape[-1:] != (dim,) or s.shape[:-1] != tuple(shape):
+        raise ValueError(
+            f"`log_score` must have shape {(*shape, dim)} (tokens + vocabulary), got {s.shape}."
+        )
+    return s
+
+
+def _k(r):
+    """K(r) = r (log r - 1), r > 0."""
+    return r * (jnp.log(r) - 1.0)
+
+
+def _log_expm1(sigma):
+    """log(e^sigma - 1) without cancellation for small sigma; -inf at 0."""
+    # Both branches stay finite (and so do their gradients) whichever one `where` selects.
+    big = sigma + jnp.log1p(-jnp.exp(-jnp.maximum(sigma, 20.0)))
+    return jnp.where(sigma > 20.0, big, jnp.log(jnp.expm1(jnp.minimum(sigma, 20.0))))
+
+
+def _one_hot(x, dim, dtype):
+    return jax.nn.one_hot(x, dim, dtype=dtype)
+
+
+def _check_size(n):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise ValueError(f"`num_tokens` must be an int >= 2, got {n!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class AbsorbingGraph:
+    r"""Absorbing (masking) diffusion over ``num_tokens`` real tokens plus MASK = ``num_tokens``.
+
+    x_t = MASK with probability 1 - e^{-sigma_bar}, else x_0, independently per position. At a
+    masked position the only non-zero conditional ratio is r = 1 / expm1(sigma_bar) at y = x_0,
+    and every real y has rate 1 into MASK; unmasked positions contribute nothing to the loss.
+    """
+
+    num_tokens: int
+
+    def __post_init__(self):
+        _check_size(self.num_tokens)
+
+    @property
+    def dim(self) -> int:
+        return self.num_tokens + 1
+
+    @property
+    def mask_id(self) -> int:
+        return self.num_tokens
+
+    def transition(self, x0, sigma) -> jax.Array:
+        """p_t(y | x_0) [..., dim]."""
+        x0 = _tokens(x0, "x0")
+        stay = jnp.exp(-_sigma(sigma, x0.shape))[..., None]
+        return stay * _one_hot(x0, self.dim, stay.dtype) + (1.0 - stay) * _one_hot(
+            jnp.full_like(x0, self.mask_id), self.dim, stay.dtype
+        )
+
+    def sample_transition(self, key, x0, sigma) -> jax.Array:
+        """Draws x_t ~ p_t(. | x_0)."""
+        x0 = _tokens(x0, "x0")
+        masked = jax.random.bernoulli(key, -jnp.expm1(-_sigma(sigma, x0.shape)))
+        return jnp.where(masked, self.mask_id, x0)
+
+    def rate_weights(self, xt) -> jax.Array:
+        """Q(x_t, y) for y != x_t (rate from y into x_t), [..., dim]."""
+        xt = _tokens(xt, "xt")
+        real = jnp.arange(self.dim) < self.num_tokens
+        return jnp.where((xt == self.mask_id)[..., None] & real, 1.0, 0.0)
+
+    def ratios(self, x0, xt, sigma) -> jax.Array:
+        """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) where the rate is non-zero, else 0."""
+        x0, xt = _tokens(x0, "x0"), _tokens(xt, "xt")
+        sigma = _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape))
+        masked = xt == self.mask_id
+        r = jnp.where(masked, 1.0 / jnp.expm1(jnp.where(masked, sigma, 1.0)), 0.0)
+        return r[..., None] * _one_hot(x0, self.dim, r.dtype)
+
+    def score_entropy(self, log_score, xt, x0, sigma) -> jax.Array:
+        r"""Per-position denoising score entropy sum_y Q(x_t, y) f(s_y; r_y) [...] (closed form).
+
+        Masked position: sum_{y real} e^{s_y} - r s_{x_0} + r (log r - 1), r = 1 / expm1(sigma);
+        0 elsewhere. Multiply by sigma'(t) for the diffusion-weighted loss.
+        """
+        xt, x0 = _tokens(xt, "xt"), _tokens(x0, "x0")
+        shape = jnp.broadcast_shapes(xt.shape, x0.shape)
+        s = _log_score(log_score, shape, self.dim)
+        masked = xt == self.mask_id
+        # A masked position has sigma > 0; elsewhere a placeholder keeps 1 / expm1 finite.
+        sigma = jnp.where(masked, _sigma(sigma, shape), 1.0)
+        log_r = -_log_expm1(sigma)
+        r = jnp.exp(log_r)
+        pos = jnp.sum(jnp.exp(s[..., : self.num_tokens]), axis=-1)
+        neg = r * jnp.take_along_axis(s, x0[..., None], axis=-1)[..., 0]
+        return jnp.where(masked, pos - neg + r * (log_r - 1.0), 0.0)
+
+    def log_score(self, output, xt, sigma) -> jax.Array:
+        """The paper's parameterization: output - log expm1(sigma) - log N, entry x_t set to 0.
+
+        Subtracting log(expm1(sigma) N) makes the total ratio mass right at initialization (a
+        zero output predicts sum_y s_y = 1 / expm1(sigma), the exact value at a masked position).
+        """
+        xt = _tokens(xt, "xt")
+        out = _log_score(output, xt.shape, self.dim)
+        # At sigma = 0 nothing is masked; the floor keeps the unused entries finite.
+        sigma = jnp.maximum(_sigma(sigma, xt.shape), 1e-30)
+        out = out - (_log_expm1(sigma) + jnp.log(float(self.num_tokens)))[..., None]
+        return jnp.where(_one_hot(xt, self.dim, bool), 0.0, out)
+
+    def reverse_rate(self, log_score, xt) -> jax.Array:
+        """Reverse rates R(x_t -> y) = Q(x_t, y) s_y off the diagonal, minus their sum on it."""
+        xt = _tokens(xt, "xt")
+        rate = self.rate_weights(xt) * jnp.exp(_log_score(log_score, xt.shape, self.dim))
+        return rate - _one_hot(xt, self.dim, rate.dtype) * jnp.sum(rate, -1, keepdims=True)
+
+    def staggered_score(self, score, dsigma) -> jax.Array:
+        """exp(-dsigma Q) applied to the score vector: e^{dsigma} s, plus (1 - e^{dsigma}) sum s
+        on the MASK entry."""
+        score = _checks.float_array(score, "score")
+        d = _sigma(dsigma, score.shape[:-1])[..., None]
+        extra = (1.0 - jnp.exp(d)) * jnp.sum(score, -1, keepdims=True)
+        return jnp.exp(d) * score + extra * _one_hot(self.mask_id, self.dim, score.dtype)
+
+    def transp_transition(self, xt, dsigma) -> jax.Array:
+        """Row x_t of exp(dsigma Q): e^{-dsigma} at y = x_t, plus 1 - e^{-dsigma} everywhere when
+        x_t is MASK."""
+        xt = _tokens(xt, "xt")
+        stay = jnp.exp(-_sigma(dsigma, xt.shape))[..., None]
+        spread = jnp.where((xt == self.mask_id)[..., None], 1.0 - stay, 0.0)
+        return stay * _one_hot(xt, self.dim, stay.dtype) + spread
+
+    def sample_prior(self, key, shape, sigma) -> jax.Array:
+        """x_T from the base distribution pi = p_T of a uniform x_0: MASK with probability
+        1 - e^{-sigma}, else a uniform real token (so `prior_kl` is finite)."""
+        k1, k2 = jax.random.split(key)
+        keep = jax.random.bernoulli(k1, jnp.exp(-jnp.asarray(sigma, jnp.float32)), shape)
+        return jnp.where(keep, jax.random.randint(k2, shape, 0, self.num_tokens), self.mask_id)
+
+    def prior_kl(self, x0, sigma) -> jax.Array:
+        """KL(p_T(. | x_0) || pi) per position = e^{-sigma} log N."""
+        x0 = _tokens(x0, "x0")
+        return jnp.exp(-_sigma(sigma, x0.shape)) * jnp.log(float(self.num_tokens))
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformGraph:
+    r"""Uniform diffusion over ``num_tokens`` tokens, Q = (1 1^T - N I) / N (the SEDD code's scale).
+
+    x_t is redrawn uniformly with probability 1 - e^{-sigma_bar}. With rho = e/(e + N), e =
+    expm1(sigma), current token b and clean token a, <f> = (1/N) sum_{y != b} f_y:
+      b = a:   l = <e^s> - rho <s> + ((N - 1)/N) K(rho)
+      b != a:  l = <e^s> - s_a / e - <s> + (K(1/rho) - (N - 2)) / N
+    Every position contributes.
+    """
+
+    num_tokens: int
+
+    def __post_init__(self):
+        _check_size(self.num_tokens)
+
+    @property
+    def dim(self) -> int:
+        return self.num_tokens
+
+    def transition(self, x0, sigma) -> jax.Array:
+        x0 = _tokens(x0, "x0")
+        stay = jnp.exp(-_sigma(sigma, x0.shape))[..., None]
+        return stay * _one_hot(x0, self.dim, stay.dtype) + (1.0 - stay) / self.num_tokens
+
+    def sample_transition(self, key, x0, sigma) -> jax.Array:
+        x0 = _tokens(x0, "x0")
+        k1, k2 = jax.random.split(key)
+        moved = jax.random.bernoulli(k1, -jnp.expm1(-_sigma(sigma, x0.shape)))
+        return jnp.where(moved, jax.random.randint(k2, x0.shape, 0, self.num_tokens), x0)
+
+    def rate_weights(self, xt) -> jax.Array:
+        xt = _tokens(xt, "xt")
+        return jnp.where(_one_hot(xt, self.dim, bool), 0.0, 1.0 / self.num_tokens)
+
+    def ratios(self, x0, xt, sigma) -> jax.Array:
+        x0, xt = _tokens(x0, "x0"), _tokens(xt, "xt")
+        p = self.transition(x0, _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape)))
+        p_xt = jnp.take_along_axis(p, xt[..., None], axis=-1)
+        return jnp.where(_one_hot(xt, self.dim, bool), 0.0, p / p_xt)
+
+    def score_entropy(self, log_score, xt, x0, sigma) -> jax.Array:
+        """Per-position denoising score entropy (closed form, see the class docstring)."""
+        xt, x0 = _tokens(xt, "xt"), _tokens(x0, "x0")
+        shape = jnp.broadcast_shapes(xt.shape, x0.shape)
+        s = _log_score(log_score, shape, self.dim)
+        n = float(self.num_tokens)
+        # sigma = 0 only ever meets x_t = x_0 (no noise); the floor keeps log rho finite there.
+        sigma = jnp.maximum(_sigma(sigma, shape), 1e-30)
+        e = jnp.expm1(sigma)
+        log_rho = jnp.log(e) - jnp.log(e + n)
+        rho = jnp.exp(log_rho)
+        others = ~_one_hot(xt, self.dim, bool)
+        mean_exp = jnp.sum(jnp.where(others, jnp.exp(s), 0.0), -1) / n
+        mean_s = jnp.sum(jnp.where(others, s, 0.0), -1) / n
+        same = mean_exp - rho * mean_s + (n - 1.0) / n * rho * (log_rho - 1.0)
+        s_a = jnp.take_along_axis(s, x0[..., None], axis=-1)[..., 0]
+        k_inv = (-log_rho - 1.0) / rho  # K(1 / rho)
+        moved = mean_exp - s_a / e - mean_s + (k_inv - (n - 2.0)) / n
+        return jnp.where(xt == x0, same, moved)
+
+    def log_score(self, output, xt, sigma) -> jax.Array:
+        """The network's output as log-scores, the current token's entry set to 0 (ratio 1)."""
+        xt = _tokens(xt, "xt")
+        out = _log_score(output, xt.shape, self.dim)
+        return jnp.where(_one_hot(xt, self.dim, bool), 0.0, out)
+
+    def reverse_rate(self, log_score, xt) -> jax.Array:
+        xt = _tokens(xt, "xt")
+        rate = self.rate_weights(xt) * jnp.exp(_log_score(log_score, xt.shape, self.dim))
+        return rate - _one_hot(xt, self.dim, rate.dtype) * jnp.sum(rate, -1, keepdims=True)
+
+    def staggered_score(self, score, dsigma) -> jax.Array:
+        """exp(-dsigma Q) s = e^{dsigma} s + (1 - e^{dsigma}) / N sum s."""
+        score = _checks.float_array(score, "score")
+        d = _sigma(dsigma, score.shape[:-1])[..., None]
+        return jnp.exp(d) * score + (1.0 - jnp.exp(d)) / self.num_tokens * jnp.sum(
+            score, -1, keepdims=True
+        )
+
+    def transp_transition(self, xt, dsigma) -> jax.Array:
+        """Row x_t of exp(dsigma Q)."""
+        return self.transition(xt, dsigma)
+
+    def sample_prior(self, key, shape, sigma) -> jax.Array:
+        """Uniform tokens (the limit of the forward process, and its marginal for uniform x_0)."""
+        del sigma
+        return jax.random.randint(key, shape, 0, self.num_tokens)
+
+    def prior_kl(self, x0, sigma) -> jax.Array:
+        """KL(p_T(. | x_0) || uniform) per position."""
+        x0 = _tokens(x0, "x0")
+        stay = jnp.exp(-_sigma(sigma, x0.shape))
+        n = float(self.num_tokens)
+        p, q = stay + (1.0 - stay) / n, (1.0 - stay) / n
+        return p * jnp.log(p * n) + (n - 1.0) * jnp.where(q > 0, q * jnp.log(q * n), 0.0)
