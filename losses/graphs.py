@@ -52,11 +52,6 @@ def _log_score(log_score, shape, dim):
     return s
 
 
-def _k(r):
-    """K(r) = r (log r - 1), r > 0."""
-    return r * (jnp.log(r) - 1.0)
-
-
 def _log_expm1(sigma):
     """log(e^sigma - 1) without cancellation for small sigma; -inf at 0."""
     # Both branches stay finite (and so do their gradients) whichever one `where` selects.

@@ -29,7 +29,7 @@ def _sequences(x0, mask):
         raise TypeError(f"`x0` must be integer tokens [..., L], got {x0.dtype} {x0.shape}.")
     if mask is None:
         return x0, jnp.ones(x0.shape, bool)
-    return x0, _checks.broadcast_bool(mask, x0.shape, "mask", "x0")
+    return x0, _checks.token_mask(mask, x0.shape, "x0")
 
 
 def _per_sequence(values, name, batch_shape):
@@ -56,6 +56,21 @@ def denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, *, mask=None)
     return rate * jnp.sum(jnp.where(valid, per_token, 0.0), axis=-1)
 
 
+def _batch(x0, mask):
+    x0, valid = _sequences(x0, mask)
+    if x0.ndim != 2:
+        raise ValueError(f"`x0` must be [batch, length], got {x0.shape}.")
+    return x0, valid
+
+
+def _dse_at(key, model_fn, x0, valid, graph, noise, t):
+    """Noises x0 at times t [B], evaluates the model once, returns the weighted DSE [B]."""
+    sigma, rate = noise(t)
+    xt = graph.sample_transition(key, x0, sigma[:, None])
+    log_score = graph.log_score(model_fn(xt, sigma), xt, sigma[:, None])
+    return denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, mask=valid)
+
+
 def _stratified_times(key, n, lo):
     """n times in [lo, 1], one per stratum of width (1 - lo) / n, in random order."""
     k1, k2 = jax.random.split(key)
@@ -80,9 +95,7 @@ def sedd_loss(
     variance of the batch mean), x_t ~ p_t(. | x_0), evaluates the model once and returns the
     diffusion-weighted denoising score entropy. ``sampling_eps = 1e-3`` as released.
     """
-    x0, valid = _sequences(x0, mask)
-    if x0.ndim != 2:
-        raise ValueError(f"`x0` must be [batch, length], got {x0.shape}.")
+    x0, valid = _batch(x0, mask)
     eps = _checks.real_scalar(sampling_eps, "sampling_eps", minimum=0.0)
     kt, kx = jax.random.split(key)
     b = x0.shape[0]
@@ -90,10 +103,7 @@ def sedd_loss(
         t = _stratified_times(kt, b, eps)
     else:
         t = eps + (1.0 - eps) * jax.random.uniform(kt, (b,))
-    sigma, rate = noise(t)
-    xt = graph.sample_transition(kx, x0, sigma[:, None])
-    log_score = graph.log_score(model_fn(xt, sigma), xt, sigma[:, None])
-    return denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, mask=valid)
+    return _dse_at(kx, model_fn, x0, valid, graph, noise, t)
 
 
 def sedd_elbo(
@@ -108,9 +118,7 @@ def sedd_elbo(
     samplers start from. The estimate is unbiased for the bound; its per-sequence spread gives a
     standard error. Under `GeometricNoise` the integral starts at sigma_min, not 0.
     """
-    x0, valid = _sequences(x0, mask)
-    if x0.ndim != 2:
-        raise ValueError(f"`x0` must be [batch, length], got {x0.shape}.")
+    x0, valid = _batch(x0, mask)
     if not isinstance(num_times, int) or num_times < 1:
         raise ValueError(f"`num_times` must be a positive int, got {num_times!r}.")
     b = x0.shape[0]
@@ -120,10 +128,7 @@ def sedd_elbo(
 
     def one(inputs):
         t, k = inputs
-        sigma, rate = noise(t)
-        xt = graph.sample_transition(k, x0, sigma[:, None])
-        log_score = graph.log_score(model_fn(xt, sigma), xt, sigma[:, None])
-        return denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, mask=valid)
+        return _dse_at(k, model_fn, x0, valid, graph, noise, t)
 
     dse = jax.lax.map(one, (times, jax.random.split(k_x, num_times)))
     prior = graph.prior_kl(x0, noise.total(1.0))
