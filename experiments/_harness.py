@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def parse_args(name: str, description: str) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        # A smoke run is all compilation: skip XLA's backend optimizations (read when the backend
+        # starts, i.e. at the first computation, which comes after argument parsing).
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
     return args
 
 

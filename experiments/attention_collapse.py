@@ -45,7 +45,7 @@ from entreg import losses
 from experiments import _harness
 
 VOCAB, LENGTH, ALPHA = 16, 32, 0.2
-LAYERS, HEADS, DIM = 4, 4, 32  # --quick uses 2 layers (it smoke-tests, and compiles faster)
+LAYERS, HEADS, DIM = 4, 4, 32  # --quick uses 1 layer (it smoke-tests, and compiles faster)
 BATCH, EVAL_BATCH, EVAL_EVERY = 32, 256, 10
 HIGH_LR, LR, WARMUP = 6e-2, 1e-3, 50
 FLOOR, FLOOR_WEIGHT = 0.3, 1.0  # collapse guard: every row keeps 30% of its maximum entropy
@@ -236,7 +236,7 @@ def plot(runs, path):
             COLLAPSE * r["entropy"][0].min(), color="k", ls=":", lw=1, label="10% of initial"
         )
         axes[0, j].set_title(f"{name}\nattention entropy (nats)", fontsize=9)
-        early = r["overloaded"].shape[1] // 2
+        early = max(r["overloaded"].shape[1] // 2, 1)
         axes[1, j].plot(r["step"], r["overloaded"][:, :early].mean(1), label="early layers")
         axes[1, j].plot(r["step"], r["overloaded"][:, early:].mean(1), label="late layers")
         axes[1, j].set_ylim(-0.05, 1.05)
@@ -267,7 +267,7 @@ def plot(runs, path):
 
 def main() -> int:
     args = _harness.parse_args("attention_collapse", __doc__.splitlines()[0])
-    steps, layers = (2 * EVAL_EVERY, 2) if args.quick else (600, LAYERS)
+    steps, layers = (2 * EVAL_EVERY, 1) if args.quick else (600, LAYERS)
     # One data stream (fresh sequences every step) and one eval batch shared by every run.
     k_train, k_eval = jax.random.split(jax.random.key(args.seed, impl="rbg"))
     n = steps + EVAL_EVERY  # + the chunk that evaluates the final state
@@ -311,7 +311,7 @@ def main() -> int:
                 f"{final(name, 'loss'):.3f} vs {final('baseline', 'loss'):.3f}",
             )
         )
-    half = layers // 2  # the early layers
+    half = max(layers // 2, 1)  # the early layers
     early = {n: float(final(n, "overloaded")[:half].mean()) for n in runs}
     claims += [
         _harness.at_least(

@@ -26,6 +26,7 @@ Claims checked:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -41,10 +42,23 @@ from experiments import _denoiser, _harness
 
 SYMBOLS, LENGTH, STAY = 4, 32, 0.7
 NAME_LENGTH = 11  # longest name in the census list
-BATCH, LR, WARMUP = 128, 1e-3, 100
-EVAL_SEQS, EVAL_TIMES = 512, 8  # bound curve during training
-FINAL_BATCHES, FINAL_DRAWS = 2, 4  # final bound: 1024 sequences x 32 times each
-SAMPLE_STEPS, SAMPLES = (1, 4, 16, 64), 1024
+LR, WARMUP = 1e-3, 100
+EVAL_TIMES, FINAL_BATCHES = 8, 2  # bound curve: 8 times per sequence; final: 2 fresh batches
+SAMPLE_STEPS = (1, 4, 16, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    steps: int
+    eval_every: int
+    batch: int
+    eval_seqs: int  # per held-out batch
+    final_draws: int  # time draws of EVAL_TIMES each per sequence in the final bound
+    samples: int  # per sampler setting
+
+
+FULL = Budget(steps=2000, eval_every=200, batch=128, eval_seqs=512, final_draws=4, samples=1024)
+QUICK = Budget(steps=20, eval_every=10, batch=16, eval_seqs=32, final_draws=1, samples=32)
 
 
 def chain_params():
@@ -93,7 +107,7 @@ def decode_name(x) -> str:
     return "".join(chr(ord("a") + int(c)) for c in x if c < 26).capitalize() or "(empty)"
 
 
-def train(graph, noise, sampler, length, steps, eval_every, seed, label, final_draws=FINAL_DRAWS):
+def train(graph, noise, sampler, length, budget: Budget, seed, label):
     """Trains a denoiser with `sedd_loss`; returns the bound curve, the final bound (mean, SE),
     the parameters and ``model_fn(params) -> (x_t, sigma) -> outputs``."""
     model = _denoiser.Denoiser(graph.dim, length, rngs=nnx.Rngs(seed))
@@ -107,7 +121,7 @@ def train(graph, noise, sampler, length, steps, eval_every, seed, label, final_d
 
     def loss_fn(params, key):
         kd, kl = jax.random.split(key)
-        x0 = sampler(kd, BATCH)
+        x0 = sampler(kd, budget.batch)
         return losses.sedd_loss(kl, model_fn(params), x0, graph, noise).mean()
 
     def train_step(carry, key):
@@ -118,7 +132,7 @@ def train(graph, noise, sampler, length, steps, eval_every, seed, label, final_d
 
     @jax.jit
     def chunk(params, opt_state, key):
-        keys = jax.random.split(key, eval_every)
+        keys = jax.random.split(key, budget.eval_every)
         (params, opt_state), loss = jax.lax.scan(train_step, (params, opt_state), keys)
         return params, opt_state, loss.mean()
 
@@ -128,29 +142,29 @@ def train(graph, noise, sampler, length, steps, eval_every, seed, label, final_d
 
     key = jax.random.key(seed)
     k_eval, k_final, key = jax.random.split(key, 3)
-    x_eval = sampler(k_eval, EVAL_SEQS)
+    x_eval = sampler(k_eval, budget.eval_seqs)
     curve = {"step": [], "bound": [], "se": [], "loss": []}
-    for c in _harness.progress(range(steps // eval_every), label):
+    for c in _harness.progress(range(budget.steps // budget.eval_every), label):
         key, k_train = jax.random.split(key)
         params, opt_state, loss = chunk(params, opt_state, k_train)
         b = np.asarray(bound(params, jax.random.key(c), x_eval))
-        curve["step"].append((c + 1) * eval_every)
+        curve["step"].append((c + 1) * budget.eval_every)
         curve["bound"].append(b.mean())
         curve["se"].append(b.std() / np.sqrt(b.size))
         curve["loss"].append(float(loss))
-    # Final bound: fresh held-out batches, `final_draws` independent time draws per sequence.
+    # Final bound: fresh held-out batches, several independent time draws per sequence.
     finals = []
     for k in jax.random.split(k_final, FINAL_BATCHES):
         kx, kt = jax.random.split(k)
-        x0 = sampler(kx, EVAL_SEQS)
-        draws = [bound(params, kk, x0) for kk in jax.random.split(kt, final_draws)]
+        x0 = sampler(kx, budget.eval_seqs)
+        draws = [bound(params, kk, x0) for kk in jax.random.split(kt, budget.final_draws)]
         finals.append(np.mean(np.asarray(draws), axis=0))
     finals = np.concatenate(finals)
     final = (float(finals.mean()), float(finals.std() / np.sqrt(finals.size)))
     return {k: np.asarray(v) for k, v in curve.items()}, final, params, model_fn
 
 
-def sample_quality(trained, seed, quick):
+def sample_quality(trained, budget: Budget, seed, quick):
     """E[-log p_chain(x)] of samples and its standard error, per (model, method, steps).
 
     The uniform model is sampled in the full run only (it is reported, not claimed: with few
@@ -160,17 +174,20 @@ def sample_quality(trained, seed, quick):
     models = ("chain absorbing",) if quick else ("chain absorbing", "chain uniform")
     for model, method in itertools.product(models, ("analytic", "euler")):
         graph, noise, model_fn, params = trained[model]
-        for steps in SAMPLE_STEPS[:2] if quick else SAMPLE_STEPS:
-            draw = functools.partial(
+
+        # steps stays a traced argument: one compilation per (model, method).
+        draw = jax.jit(
+            functools.partial(
                 losses.sample,
                 model_fn=model_fn(params),
                 graph=graph,
                 noise=noise,
-                shape=(SAMPLES, LENGTH),
-                steps=steps,
+                shape=(budget.samples, LENGTH),
                 method=method,
             )
-            x = np.asarray(jax.jit(draw)(jax.random.key(20_000 + seed)))
+        )
+        for steps in SAMPLE_STEPS[:2] if quick else SAMPLE_STEPS:
+            x = np.asarray(draw(jax.random.key(20_000 + seed), steps=steps))
             nll = -chain_log_prob(x)
             out[(model, method, steps)] = (float(nll.mean()), float(nll.std() / np.sqrt(nll.size)))
     return out
@@ -215,7 +232,7 @@ def plot(curves, h_chain, h_names, quality, path):
 
 def main() -> int:
     args = _harness.parse_args("score_entropy", __doc__.splitlines()[0])
-    steps, eval_every, draws = (20, 10, 1) if args.quick else (2000, 200, FINAL_DRAWS)
+    budget = QUICK if args.quick else FULL
     h_chain = chain_entropy()
     names_tokens, names_p = load_names()
     h_names = float(-np.sum(names_p * np.log(names_p)))
@@ -233,10 +250,10 @@ def main() -> int:
     for name, (graph, noise, sampler) in runs.items():
         length = NAME_LENGTH if name.startswith("names") else LENGTH
         curves[name], finals[name], params, model_fn = train(
-            graph, noise, sampler, length, steps, eval_every, args.seed, name, final_draws=draws
+            graph, noise, sampler, length, budget, args.seed, name
         )
         trained[name] = (graph, noise, model_fn, params)
-    quality = sample_quality(trained, args.seed, args.quick)
+    quality = sample_quality(trained, budget, args.seed, args.quick)
     steps_run = sorted({s for (_, _, s) in quality})
     graph, noise, model_fn, params = trained["names absorbing"]
     drawn = losses.sample(
@@ -321,7 +338,7 @@ def main() -> int:
     path = args.out / "score_entropy.png"
     plot(curves, h_chain, h_names, quality, path)
     measured = {
-        "steps": steps,
+        "budget": dataclasses.asdict(budget),
         "chain_entropy": h_chain,
         "names_entropy": h_names,
         "final_bound": {k: {"mean": v[0], "se": v[1]} for k, v in finals.items()},

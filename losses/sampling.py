@@ -67,31 +67,37 @@ def sample(
     to ``eps`` (``method`` = ``"analytic"`` or ``"euler"``, see `step_probs`), then applies one
     analytic denoising step from ``eps`` to sigma = 0 that never returns MASK. That last step
     evaluates the model once more, so a run costs ``steps + 1`` evaluations. Jit it with the
-    model's parameters as arguments (``shape``, ``steps``, ``method`` are static); every random
-    choice comes from ``key``.
+    model's parameters as arguments; ``shape`` and ``method`` are static, ``steps`` may be a
+    traced integer (one compilation then serves every step count). Every random choice comes
+    from ``key``.
     """
     _checks.choice(method, "method", _METHODS)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
+    if _checks.is_static_scalar(steps):
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
+    elif not jnp.issubdtype(jnp.asarray(steps).dtype, jnp.integer):
+        raise TypeError("`steps` must be an int or an integer scalar array.")
     eps = _checks.real_scalar(eps, "eps", minimum=0.0)
     if not 0.0 < eps < 1.0:
         raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
     batch = shape[0]
     k_prior, k_steps, k_final = jax.random.split(key, 3)
     x = graph.sample_prior(k_prior, shape, noise.total(1.0))
-    times = jnp.linspace(1.0, eps, steps + 1)
 
     def log_score_at(x, t):
         sigma = jnp.full((batch,), noise.total(t))
         return graph.log_score(model_fn(x, sigma), x, sigma[:, None])
 
-    def body(x, inputs):
-        t, s, k = inputs
-        probs = step_probs(graph, noise, log_score_at(x, t), x, t, s, method=method)
-        return _draw(k, probs), None
+    def time(i):  # the uniform grid from 1 to eps in `steps` steps
+        return 1.0 - (1.0 - eps) * i / steps
 
-    keys = jax.random.split(k_steps, steps)
-    x, _ = jax.lax.scan(body, x, (times[:-1], times[1:], keys))
+    def body(i, x):
+        t, s = time(i), time(i + 1)
+        probs = step_probs(graph, noise, log_score_at(x, t), x, t, s, method=method)
+        return _draw(jax.random.fold_in(k_steps, i), probs)
+
+    # A traced step count makes a while loop: one compilation serves every step count.
+    x = jax.lax.fori_loop(0, steps, body, x)
     if not denoise:
         return x
     sigma = noise.total(eps)

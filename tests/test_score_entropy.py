@@ -264,8 +264,8 @@ def test_loss_elbo_and_sampler_run_jitted_with_finite_gradients(kind):
     )(params, jax.random.key(4))
     assert elbo.shape == (8,) and np.all(np.asarray(elbo) > 0)
 
-    @functools.partial(jax.jit, static_argnames=("steps", "method"))
-    def draw(params, key, steps, method):
+    @functools.partial(jax.jit, static_argnames=("method",))
+    def draw(params, key, steps, method):  # steps traced: one compilation for every count
         fn = functools.partial(model_fn, params)
         return losses.sample(key, fn, graph, noise, (4, 6), steps=steps, method=method)
 
@@ -276,6 +276,12 @@ def test_loss_elbo_and_sampler_run_jitted_with_finite_gradients(kind):
         np.testing.assert_array_equal(a, b)  # reproducible from the key
         assert np.any(np.asarray(a) != np.asarray(c))
         assert a.shape == (4, 6) and np.all((np.asarray(a) >= 0) & (np.asarray(a) < 5))
+        assert draw(params, jax.random.key(5), 3, method).shape == (4, 6)
+    assert draw._cache_size() == 2  # one per method, whatever the step count
+    with pytest.raises(ValueError, match="steps"):
+        losses.sample(
+            jax.random.key(0), functools.partial(model_fn, params), graph, noise, (4, 6), steps=0
+        )
 
 
 def test_padding_mask_and_score_entropy_term():
