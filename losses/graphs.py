@@ -63,24 +63,32 @@ def _one_hot(x, dim, dtype):
     return jax.nn.one_hot(x, dim, dtype=dtype)
 
 
-def _check_size(n):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-        raise ValueError(f"`num_tokens` must be an int >= 2, got {n!r}.")
+@dataclasses.dataclass(frozen=True)
+class _Graph:
+    """What both graphs share: the vocabulary size and the reverse rates from the scores."""
+
+    num_tokens: int
+
+    def __post_init__(self):
+        n = self.num_tokens
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise ValueError(f"`num_tokens` must be an int >= 2, got {n!r}.")
+
+    def reverse_rate(self, log_score, xt) -> jax.Array:
+        """Reverse rates R(x_t -> y) = Q(x_t, y) s_y off the diagonal, minus their sum on it."""
+        xt = _tokens(xt, "xt")
+        rate = self.rate_weights(xt) * jnp.exp(_log_score(log_score, xt.shape, self.dim))
+        return rate - _one_hot(xt, self.dim, rate.dtype) * jnp.sum(rate, -1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class AbsorbingGraph:
+class AbsorbingGraph(_Graph):
     r"""Absorbing (masking) diffusion over ``num_tokens`` real tokens plus MASK = ``num_tokens``.
 
     x_t = MASK with probability 1 - e^{-sigma_bar}, else x_0, independently per position. At a
     masked position the only non-zero conditional ratio is r = 1 / expm1(sigma_bar) at y = x_0,
     and every real y has rate 1 into MASK; unmasked positions contribute nothing to the loss.
     """
-
-    num_tokens: int
-
-    def __post_init__(self):
-        _check_size(self.num_tokens)
 
     @property
     def dim(self) -> int:
@@ -149,12 +157,6 @@ class AbsorbingGraph:
         out = out - (_log_expm1(sigma) + jnp.log(float(self.num_tokens)))[..., None]
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, out)
 
-    def reverse_rate(self, log_score, xt) -> jax.Array:
-        """Reverse rates R(x_t -> y) = Q(x_t, y) s_y off the diagonal, minus their sum on it."""
-        xt = _tokens(xt, "xt")
-        rate = self.rate_weights(xt) * jnp.exp(_log_score(log_score, xt.shape, self.dim))
-        return rate - _one_hot(xt, self.dim, rate.dtype) * jnp.sum(rate, -1, keepdims=True)
-
     def staggered_score(self, score, dsigma) -> jax.Array:
         """exp(-dsigma Q) applied to the score vector: e^{dsigma} s, plus (1 - e^{dsigma}) sum s
         on the MASK entry."""
@@ -185,7 +187,7 @@ class AbsorbingGraph:
 
 
 @dataclasses.dataclass(frozen=True)
-class UniformGraph:
+class UniformGraph(_Graph):
     r"""Uniform diffusion over ``num_tokens`` tokens, Q = (1 1^T - N I) / N (the SEDD code's scale).
 
     x_t is redrawn uniformly with probability 1 - e^{-sigma_bar}. With rho = e/(e + N), e =
@@ -194,11 +196,6 @@ class UniformGraph:
       b != a:  l = <e^s> - s_a / e - <s> + (K(1/rho) - (N - 2)) / N
     Every position contributes.
     """
-
-    num_tokens: int
-
-    def __post_init__(self):
-        _check_size(self.num_tokens)
 
     @property
     def dim(self) -> int:
@@ -250,11 +247,6 @@ class UniformGraph:
         xt = _tokens(xt, "xt")
         out = _log_score(output, xt.shape, self.dim)
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, out)
-
-    def reverse_rate(self, log_score, xt) -> jax.Array:
-        xt = _tokens(xt, "xt")
-        rate = self.rate_weights(xt) * jnp.exp(_log_score(log_score, xt.shape, self.dim))
-        return rate - _one_hot(xt, self.dim, rate.dtype) * jnp.sum(rate, -1, keepdims=True)
 
     def staggered_score(self, score, dsigma) -> jax.Array:
         """exp(-dsigma Q) s = e^{dsigma} s + (1 - e^{dsigma}) / N sum s."""
