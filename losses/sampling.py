@@ -44,7 +44,7 @@ def step_probs(graph, noise, log_score, xt, t, s, *, method: str = "analytic") -
     if method == "euler":
         rate = graph.reverse_rate(log_score, xt)
         dt = jnp.asarray(t - s, rate.dtype) * noise.rate(t)
-        return jax.nn.one_hot(xt, graph.dim, dtype=rate.dtype) + jnp.asarray(dt)[..., None] * rate
+        return jax.nn.one_hot(xt, graph.dim, dtype=rate.dtype) + dt[..., None] * rate
     dsigma = noise.total(t) - noise.total(s)
     return _analytic_probs(graph, log_score, xt, jnp.broadcast_to(dsigma, jnp.shape(xt)))
 

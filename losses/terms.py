@@ -109,12 +109,8 @@ def attention_entropy_term(
             raise ValueError(f"Signal {signal!r} must be [..., heads, Tq], got {h.shape}.")
         tq = h.shape[-1]
         tk = tq if num_keys is None else num_keys
-        h_max = max_attention_entropy(
-            tq,
-            tk,
-            causal=causal and mode != "faithful",
-            dtype=jnp.promote_types(h.dtype, jnp.float32),
-        )
+        # float_array already upcast h to at least float32.
+        h_max = max_attention_entropy(tq, tk, causal=causal and mode != "faithful", dtype=h.dtype)
         theta = jnp.reshape(theta, jnp.shape(theta) + (1,))  # [heads] -> [heads, 1]
         if kind == "floor":
             return attention_floor_penalty(h, theta, max_entropy=h_max, mask=row_mask)
