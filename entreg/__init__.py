@@ -24,6 +24,21 @@ from entreg.compose import ComposedLoss, compose
 from entreg.divergences import f_divergence, js_divergence, kl_divergence
 from entreg.estimators import kl_estimate
 from entreg.score_entropy import score_entropy
+from entreg.spectral import (
+    diffusion_spectral_entropy,
+    diffusion_spectral_mutual_information,
+    effective_rank,
+    joint_matrix_entropy,
+    log_vendi_score,
+    log_vendi_score_from_kernel,
+    matrix_entropy,
+    matrix_mutual_information,
+    spectral_entropy,
+    stochastic_spectral_entropy,
+    vendi_score,
+    vendi_score_from_kernel,
+    von_neumann_entropy,
+)
 from entreg.terms import (
     BandState,
     ConstraintState,
@@ -69,4 +84,17 @@ __all__ = [
     "renyi_entropy",
     "score_entropy",
     "tsallis_entropy",
+    "diffusion_spectral_entropy",
+    "diffusion_spectral_mutual_information",
+    "effective_rank",
+    "joint_matrix_entropy",
+    "log_vendi_score",
+    "log_vendi_score_from_kernel",
+    "matrix_entropy",
+    "matrix_mutual_information",
+    "spectral_entropy",
+    "stochastic_spectral_entropy",
+    "vendi_score",
+    "vendi_score_from_kernel",
+    "von_neumann_entropy",
 ]

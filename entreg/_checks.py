@@ -93,6 +93,17 @@ def real_scalar(x, name: str, *, minimum: float | None = None, allow_inf: bool =
     return x
 
 
+def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
+    """`x` with negative entries turned into NaN; raises instead when `x` is concrete.
+
+    The domain is value-dependent, so a traced call cannot raise: it returns NaN where the input
+    is outside the domain rather than a plausible wrong number.
+    """
+    if not isinstance(x, jax.core.Tracer) and bool(jnp.any(x < 0)):
+        raise ValueError(f"`{name}` must be >= 0 ({what}).")
+    return jnp.where(x < 0, jnp.nan, x)
+
+
 def choice(x, name: str, options) -> str:
     if x not in options:
         raise ValueError(f"`{name}` must be one of {sorted(options)}, got {x!r}.")

@@ -44,11 +44,9 @@ def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
     r = _checks.float_array(ratio, "ratio")
     _checks.same_shape(s, r, "log_score", "ratio")
     axis = _checks.normalize_axis(axis, s.ndim, "log_score")
-    if not isinstance(r, jax.core.Tracer) and bool(jnp.any(r < 0)):
-        raise ValueError("`ratio` must be >= 0 (ratios of probabilities).")
+    r = _checks.nonnegative(r, "ratio", "ratios of probabilities")
     s, r = jnp.broadcast_arrays(*(x.astype(jnp.result_type(s, r)) for x in (s, r)))
     terms = jnp.exp(s) - r * s + _k(r)
-    terms = jnp.where(r < 0, jnp.nan, terms)
     if where is not None:
         valid = _checks.broadcast_bool(where, s.shape, "where", "log_score")
         terms = jnp.where(valid, terms, 0.0)

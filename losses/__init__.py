@@ -1,5 +1,7 @@
 """Training-loss terms built on the entreg core (installed as `entreg.losses`).
 
+Representation regularizers: VNE and Vendi-diversity terms.
+
 Discrete diffusion (SEDD): graphs, noise schedules, the denoising score entropy loss, its
 likelihood bound and samplers.
 
@@ -25,6 +27,7 @@ from .graphs import AbsorbingGraph, UniformGraph
 from .grpo import grpo_advantages
 from .noise import GeometricNoise, LogLinearNoise
 from .ppo import ppo_loss
+from .representation import vendi_bonus, vne_bonus, vne_penalty
 from .sampling import sample, step_probs
 from .score_entropy import (
     denoising_score_entropy,
@@ -76,4 +79,7 @@ __all__ = [
     "token_covariance",
     "token_log_probs",
     "turn_entropy",
+    "vendi_bonus",
+    "vne_bonus",
+    "vne_penalty",
 ]

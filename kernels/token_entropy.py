@@ -1,0 +1,103 @@
+"""Token log-prob and entropy straight from hidden states, without the [T, V] logits."""
+
+from __future__ import annotations
+
+import numbers
+
+import jax.numpy as jnp
+
+from entreg import _checks
+
+from . import _token_entropy_xla
+
+IMPLEMENTATIONS = ("xla", "reference")
+
+
+def reference_log_probs_and_entropy(hidden, weight, labels, *, temperature=1.0, valid_vocab=None):
+    """Unfused reference: materializes the logits (in at least float32) and reduces them."""
+    from entreg.losses import token_log_probs
+
+    v = weight.shape[-1]
+    acc = _token_entropy_xla.accumulation_dtype(hidden, weight)
+    logits = jnp.dot(hidden, weight, preferred_element_type=acc)
+    where = None if valid_vocab is None else jnp.broadcast_to(jnp.arange(v) < valid_vocab, logits.shape)
+    return token_log_probs(logits, labels, temperature=temperature, where=where)
+
+
+def linear_log_probs_and_entropy(
+    hidden,
+    weight,
+    labels,
+    *,
+    temperature=1.0,
+    valid_vocab: int | None = None,
+    chunk_size: int = 2048,
+    implementation: str | None = None,
+):
+    r"""log pi(y) and H(pi) per token for pi = softmax(hidden @ weight / temperature), fused.
+
+        z = h W / tau,   log pi(y) = z_y - logsumexp(z),   H = logsumexp(z) - E_pi[z]
+
+    The [..., V] logits are never materialized: the vocabulary is swept in chunks of
+    ``chunk_size`` columns with an online, centred float32 accumulator (start at -inf, padded
+    and invalid columns at -inf), and a custom VJP recomputes the chunks and takes cotangents
+    for both outputs. Memory beyond inputs and outputs is one [T, chunk_size] block. This is the
+    memory wall of RL entropy terms: [32k tokens, 150k vocabulary] logits are 20 GB in float32.
+
+    Args:
+      hidden: [..., H] final hidden states (any float dtype; products accumulate in float32).
+      weight: [H, V] unembedding (LM head) matrix.
+      labels: [...] integer token ids; an id outside [0, valid_vocab) gets log-prob -inf.
+      temperature: tau > 0, a Python number or a traced scalar.
+      valid_vocab: the first ``valid_vocab`` columns are the real vocabulary; the rest (padding
+        to a multiple of 128, as LM heads often are) are excluded. Default: all V.
+      chunk_size: vocabulary columns per block (static).
+      implementation: ``"xla"`` (chunked, every backend), ``"reference"`` (materialized logits,
+        for tests), or None: the best available, falling back to ``"xla"``.
+
+    Returns:
+      ``(log_probs, entropy)``, each [...], float32 (float64 under x64 with float64 inputs).
+    """
+    # No upcast here: a bf16 weight stays bf16 in memory; products accumulate in float32.
+    h, w = jnp.asarray(hidden), jnp.asarray(weight)
+    for name, x in (("hidden", h), ("weight", w)):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"`{name}` must be floating point, got dtype {x.dtype}.")
+    if w.ndim != 2 or h.ndim < 1 or h.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"`hidden` [..., H] and `weight` [H, V] must agree on H, got {h.shape} and {w.shape}."
+        )
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"`labels` must be integer token ids, got dtype {labels.dtype}.")
+    if labels.shape != h.shape[:-1]:
+        raise ValueError(f"`labels` must have shape {h.shape[:-1]}, got {labels.shape}.")
+    v = w.shape[1]
+    if valid_vocab is None:
+        valid_vocab = v
+    if not isinstance(valid_vocab, numbers.Integral) or not 1 <= valid_vocab <= v:
+        raise ValueError(f"`valid_vocab` must be an int in [1, {v}], got {valid_vocab!r}.")
+    if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+    if _checks.is_static_scalar(temperature) and not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    impl = _checks.choice(
+        "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
+    )
+    if impl == "reference":
+        return reference_log_probs_and_entropy(
+            hidden, weight, labels, temperature=temperature, valid_vocab=valid_vocab
+        )
+    tau = jnp.asarray(temperature, _token_entropy_xla.accumulation_dtype(h, w))
+    if tau.shape != ():
+        raise ValueError(f"`temperature` must be a scalar, got shape {tau.shape}.")
+    batch = labels.shape
+    logp, ent = _token_entropy_xla.log_probs_and_entropy(
+        h.reshape(-1, h.shape[-1]),
+        w,
+        labels.reshape(-1),
+        tau,
+        int(valid_vocab),
+        int(min(chunk_size, v)),
+    )
+    return logp.reshape(batch), ent.reshape(batch)

@@ -1,0 +1,184 @@
+"""linear_log_probs_and_entropy: one suite for every implementation, against a float64 numpy
+oracle of the unfused definition."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from entreg import kernels
+
+IMPLS = ["xla", "reference"]
+
+
+def oracle(h, w, y, tau=1.0, valid=None):
+    z = np.asarray(h, np.float64) @ np.asarray(w, np.float64) / tau
+    if valid is not None:
+        z[..., valid:] = -np.inf
+    m = z.max(-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.exp(z - m).sum(-1))
+    p = np.exp(z - lse[..., None])
+    logp = np.take_along_axis(z, y[..., None], -1)[..., 0] - lse
+    ent = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0).sum(-1)
+    return logp, ent
+
+
+def inputs(t=6, hdim=8, v=37, scale=1.0, seed=0, batch=(2,)):
+    rng = np.random.default_rng(seed)
+    h = rng.normal(size=(*batch, t, hdim))
+    w = rng.normal(size=(hdim, v)) * scale
+    y = rng.integers(0, v, size=(*batch, t))
+    return h, w, y
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("v, chunk", [(37, 8), (37, 37), (64, 16), (5, 128), (1, 4)])
+def test_matches_oracle_odd_vocab_and_chunks(impl, v, chunk):
+    h, w, y = inputs(v=v)
+    got = kernels.linear_log_probs_and_entropy(h, w, y, chunk_size=chunk, implementation=impl)
+    want = oracle(h, w, y)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_temperature_and_masked_vocabulary(impl):
+    h, w, y = inputs(v=40)
+    y = np.minimum(y, 29)
+    got = kernels.linear_log_probs_and_entropy(
+        h, w, y, temperature=0.6, valid_vocab=30, chunk_size=16, implementation=impl
+    )
+    want = oracle(h, w, y, tau=0.6, valid=30)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("offset", [1e4, -1e4])
+def test_extreme_logits(impl, offset):
+    """Logits around +-1e4 (a constant offset column-wise keeps the distribution); one-hot rows."""
+    h, w, y = inputs(v=33, scale=3.0)
+    h = np.concatenate([h, np.ones((*h.shape[:-1], 1))], -1)
+    w = np.concatenate([w, np.full((1, 33), offset)], 0)
+    got = kernels.linear_log_probs_and_entropy(h, w, y, chunk_size=8, implementation=impl)
+    want = oracle(h, w, y)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-9)
+    # Near one-hot: one column 1e4 above the rest.
+    w2 = np.zeros((h.shape[-1], 9))
+    w2[-1, 3] = 1e4
+    lp, ent = kernels.linear_log_probs_and_entropy(h, w2, np.full(y.shape, 3), implementation=impl)
+    np.testing.assert_allclose(lp, 0.0, atol=1e-12)
+    np.testing.assert_allclose(ent, 0.0, atol=1e-12)
+
+
+def test_float32_centred_accumulator_at_large_offset():
+    """Float32 with logits offset by +1e4: the centred accumulator matches the float64 oracle."""
+    h, w, y = inputs(v=300, seed=3)
+    h = np.concatenate([h, np.ones((*h.shape[:-1], 1))], -1)
+    w = np.concatenate([w, np.full((1, 300), 1e4)], 0)
+    got = kernels.linear_log_probs_and_entropy(
+        jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32), y, chunk_size=64
+    )
+    ref = kernels.linear_log_probs_and_entropy(
+        jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32), y, implementation="reference"
+    )
+    want = oracle(np.asarray(h, np.float32), np.asarray(w, np.float32), y)
+    assert got[1].dtype == jnp.float32
+    err = np.abs(np.asarray(got[1]) - want[1]).max()
+    assert err <= np.abs(np.asarray(ref[1]) - want[1]).max() * 2 + 1e-5
+    assert err < 5e-3
+
+
+def test_bf16_inputs_accumulate_in_float32():
+    h, w, y = inputs(v=50, seed=4)
+    hb, wb = jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+    lp, ent = kernels.linear_log_probs_and_entropy(hb, wb, y, chunk_size=16)
+    assert lp.dtype == ent.dtype == jnp.float32
+    want = oracle(np.asarray(hb.astype(jnp.float32)), np.asarray(wb.astype(jnp.float32)), y)
+    np.testing.assert_allclose(lp, want[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ent, want[1], rtol=1e-4, atol=1e-4)
+    g = jax.grad(lambda a, b: kernels.linear_log_probs_and_entropy(a, b, y)[1].sum(), (0, 1))(
+        hb, wb
+    )
+    assert g[0].dtype == g[1].dtype == jnp.bfloat16
+    assert all(np.isfinite(np.asarray(x, np.float32)).all() for x in g)
+
+
+def test_out_of_range_label_gets_minus_inf_and_finite_gradient():
+    h, w, y = inputs(v=20)
+    y[0, 0] = 25
+    lp, _ = kernels.linear_log_probs_and_entropy(h, w, y, valid_vocab=18, chunk_size=8)
+    assert lp[0, 0] == -np.inf
+    y[0, 1] = 19  # a padded column
+    lp, _ = kernels.linear_log_probs_and_entropy(h, w, y, valid_vocab=18, chunk_size=8)
+    assert lp[0, 1] == -np.inf
+    g = jax.grad(
+        lambda a: jnp.where(
+            jnp.isfinite(lp),
+            kernels.linear_log_probs_and_entropy(a, w, y, valid_vocab=18, chunk_size=8)[0],
+            0.0,
+        ).sum()
+    )(jnp.asarray(h))
+    assert np.isfinite(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradients_of_both_outputs(impl):
+    h, w, y = inputs(t=3, hdim=4, v=11, batch=())
+    y = np.minimum(y, 8)
+
+    def f(a, b, tau):
+        lp, ent = kernels.linear_log_probs_and_entropy(
+            a, b, y, temperature=tau, valid_vocab=9, chunk_size=4, implementation=impl
+        )
+        return 0.7 * lp + jnp.arange(1.0, 4.0) * ent
+
+    check_grads(f, (h, w, 0.8), order=1, modes=["rev"])
+
+
+def test_fused_gradient_equals_reference_gradient():
+    h, w, y = inputs(v=45, seed=5)
+
+    def loss(impl, a, b, tau):
+        lp, ent = kernels.linear_log_probs_and_entropy(
+            a, b, y, temperature=tau, chunk_size=16, implementation=impl
+        )
+        return jnp.sum(lp * 0.3) - jnp.sum(ent * jnp.arange(6.0))
+
+    g1 = jax.grad(lambda *a: loss("xla", *a), (0, 1, 2))(h, w, 1.3)
+    g2 = jax.grad(lambda *a: loss("reference", *a), (0, 1, 2))(h, w, 1.3)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_jit_vmap_and_traced_temperature():
+    h, w, y = inputs(batch=(3,))
+    f = jax.jit(
+        lambda a, lab, tau: kernels.linear_log_probs_and_entropy(
+            a, w, lab, temperature=tau, chunk_size=8
+        )
+    )
+    batched = jax.vmap(f, in_axes=(0, 0, None))(h, y, 0.9)
+    want = oracle(h, w, y, tau=0.9)
+    np.testing.assert_allclose(batched, want, rtol=1e-10)
+
+
+def test_errors_name_the_argument():
+    h, w, y = inputs()
+    with pytest.raises(ValueError, match="weight"):
+        kernels.linear_log_probs_and_entropy(h, w.T, y)
+    with pytest.raises(TypeError, match="labels"):
+        kernels.linear_log_probs_and_entropy(h, w, y.astype(float))
+    with pytest.raises(ValueError, match="labels"):
+        kernels.linear_log_probs_and_entropy(h, w, y[:, :2])
+    with pytest.raises(ValueError, match="valid_vocab"):
+        kernels.linear_log_probs_and_entropy(h, w, y, valid_vocab=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        kernels.linear_log_probs_and_entropy(h, w, y, chunk_size=0)
+    with pytest.raises(ValueError, match="temperature"):
+        kernels.linear_log_probs_and_entropy(h, w, y, temperature=0.0)
+    with pytest.raises(ValueError, match="implementation"):
+        kernels.linear_log_probs_and_entropy(h, w, y, implementation="cuda")
+    with pytest.raises(TypeError, match="hidden"):
+        kernels.linear_log_probs_and_entropy(h.astype(int), w, y)
