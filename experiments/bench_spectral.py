@@ -57,6 +57,27 @@ def package_kernel(x):
     return vendi.score_K(z @ z.T)
 
 
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(next(iter(rows.values()))["seconds"])
+    for i, name in enumerate(names):
+        ms = [r["seconds"][name] * 1e3 for r in rows.values()]
+        ax.bar(np.arange(len(rows)) + 0.2 * i, ms, width=0.2, label=name)
+    ax.set_xticks(np.arange(len(rows)) + 0.3, [f"n x d = {k}" for k in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("median time (ms)")
+    ax.set_title("Vendi score, order 1, cosine kernel")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     args = _harness.parse_args("bench_spectral", __doc__.splitlines()[0])
     from vendi_score import vendi
@@ -101,7 +122,9 @@ def main() -> int:
     for shape, r in rows.items():
         mib = {k: v / 2**20 for k, v in r["temp_bytes"].items()}
         print(f"{shape}: compiled temp MiB " + ", ".join(f"{k} {v:.2f}" for k, v in mib.items()))
-    return _harness.report(args, claims, {"shapes": rows}, [])
+    path = args.out / "bench_spectral.png"
+    plot(rows, path)
+    return _harness.report(args, claims, {"shapes": rows}, [path])
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def train(graph, noise, sampler, model, steps, batch, budget: Budget, seed, labe
     the parameters and ``model_fn(params) -> (x_t, sigma) -> outputs``."""
     graphdef, params = nnx.split(model)
     # Cosine decay to 5%: the bound's last few percent come from the small late steps.
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, WARMUP, steps, lr / 20)
+    warmup = min(WARMUP, steps // 5)  # a quick run is shorter than the warm-up
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, lr / 20)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.0))
     opt_state = opt.init(params)
 

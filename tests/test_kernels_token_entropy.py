@@ -33,7 +33,7 @@ def inputs(t=6, hdim=8, v=37, scale=1.0, seed=0, batch=(2,)):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("v, chunk", [(37, 8), (37, 37), (64, 16), (5, 128), (1, 4)])
+@pytest.mark.parametrize("v, chunk", [(37, 8), (5, 128), (1, 4)])
 def test_matches_oracle_odd_vocab_and_chunks(impl, v, chunk):
     h, w, y = inputs(v=v)
     got = kernels.linear_log_probs_and_entropy(h, w, y, chunk_size=chunk, implementation=impl)
@@ -134,7 +134,7 @@ def test_gradients_of_both_outputs(impl):
         )
         return 0.7 * lp + jnp.arange(1.0, 4.0) * ent
 
-    check_grads(f, (h, w, 0.8), order=1, modes=["rev"])
+    check_grads(jax.jit(f), (h, w, 0.8), order=1, modes=["rev"])
 
 
 def test_fused_gradient_equals_reference_gradient():

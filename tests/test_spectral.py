@@ -2,6 +2,7 @@
 at degenerate spectra (where the naive implementations give NaN), DSE/DSMI, the matrix-free
 estimate, terms, sharding."""
 
+import functools
 import math
 
 import hypothesis.extra.numpy as hnp
@@ -182,18 +183,20 @@ def test_vendi_kernel_and_weights_match_package(q):
     k = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / 2)
     p = rng.dirichlet(np.ones(25))
     pq = "inf" if q == math.inf else q
-    np.testing.assert_allclose(entreg.vendi_score(x, kernel=rbf, order=q), vendi.score_K(k, q=pq))
+    rtol = 1e-6 if q < 1 else 1e-8  # round-off eigenvalues, as in the test above
     np.testing.assert_allclose(
-        entreg.vendi_score_from_kernel(k, order=q, weights=p), vendi.score_K(k, q=pq, p=p)
+        entreg.vendi_score(x, kernel=rbf, order=q), vendi.score_K(k, q=pq), rtol=rtol
     )
+    want = vendi.score_K(k, q=pq, p=p)
+    np.testing.assert_allclose(entreg.vendi_score_from_kernel(k, order=q, weights=p), want, rtol)
     # Unnormalized weights: the same score (the trace normalization absorbs the scale).
     np.testing.assert_allclose(
-        entreg.vendi_score_from_kernel(k, order=q, weights=10 * p), vendi.score_K(k, q=pq, p=p)
+        entreg.vendi_score_from_kernel(k, order=q, weights=10 * p), want, rtol=rtol
     )
     # Cosine dual with weights equals the weighted Gram kernel.
     z = unit_rows(x)
     np.testing.assert_allclose(
-        entreg.vendi_score(x, order=q, weights=p), vendi.score_K(z @ z.T, q=pq, p=p), rtol=1e-8
+        entreg.vendi_score(x, order=q, weights=p), vendi.score_K(z @ z.T, q=pq, p=p), rtol=rtol
     )
 
 
@@ -227,13 +230,17 @@ def degenerate_features():
 
 
 @pytest.mark.parametrize("case", list(degenerate_features()))
-@pytest.mark.parametrize("q", GRAD_ORDERS)
-def test_vne_gradients_finite_at_degenerate_inputs(case, q):
-    x = jnp.asarray(degenerate_features()[case])
-    g = jax.grad(lambda f: entreg.von_neumann_entropy(f, order=q))(x)
-    assert np.isfinite(np.asarray(g)).all()
-    gk = jax.grad(lambda f: entreg.vendi_score(f, order=q))(x)
-    assert np.isfinite(np.asarray(gk)).all()
+def test_vne_gradients_finite_at_degenerate_inputs(case):
+    @jax.jit
+    def grads(f):
+        return [
+            jax.grad(functools.partial(fn, order=q))(f)
+            for q in GRAD_ORDERS
+            for fn in (entreg.von_neumann_entropy, entreg.vendi_score)
+        ]
+
+    for g in grads(jnp.asarray(degenerate_features()[case])):
+        assert np.isfinite(np.asarray(g)).all()
 
 
 def test_naive_vne_gradient_is_nan_where_ours_is_finite():
@@ -268,17 +275,23 @@ def test_custom_vjp_is_the_spectral_function_gradient():
     np.testing.assert_allclose(ours, (native + native.T) / 2, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("q", GRAD_ORDERS)
+@pytest.mark.parametrize("q", [0.5, 1.0, 2.0])
 def test_check_grads(q):
     rng = np.random.default_rng(11)
-    x = jnp.asarray(rng.normal(size=(7, 4)))
-    check_grads(lambda f: entreg.von_neumann_entropy(f, order=q), (x,), order=2, modes=["rev"])
-    check_grads(lambda f: entreg.log_vendi_score(f, kernel=rbf, order=q), (x,), 1, modes=["rev"])
+    x = jnp.asarray(rng.normal(size=(6, 4)))
+    vne = jax.jit(lambda f: entreg.von_neumann_entropy(f, order=q))
+    check_grads(vne, (x,), order=1, modes=["rev"])
+    vendi_rbf = jax.jit(lambda f: entreg.log_vendi_score(f, kernel=rbf, order=q))
+    check_grads(vendi_rbf, (x,), 1, modes=["rev"])
     k = jnp.asarray(random_psd(rng, 5))
-    check_grads(lambda m: entreg.matrix_entropy(m, order=q), (k,), order=2, modes=["rev"])
-    check_grads(
-        lambda f: entreg.diffusion_spectral_entropy(f, sigma=2.0), (x,), order=1, modes=["rev"]
-    )
+    check_grads(jax.jit(lambda m: entreg.matrix_entropy(m, order=q)), (k,), 1, modes=["rev"])
+
+
+def test_check_grads_dse_second_order_vne():
+    x = jnp.asarray(np.random.default_rng(11).normal(size=(6, 4)))
+    check_grads(jax.jit(entreg.von_neumann_entropy), (x,), order=2, modes=["rev"])
+    dse = jax.jit(lambda f: entreg.diffusion_spectral_entropy(f, sigma=2.0))
+    check_grads(dse, (x,), order=1, modes=["rev"])
 
 
 def test_jit_vmap_batch_axes_and_bf16():
@@ -326,7 +339,7 @@ def dse_np(z, sigma, t=1, drop_trivial=False):
     return float(-(a * np.log2(a)).sum())
 
 
-@pytest.mark.parametrize("t, drop", [(1, False), (1, True), (3, False), (0.5, True)])
+@pytest.mark.parametrize("t, drop", [(1, False), (0.5, True)])
 def test_dse_matches_random_walk_oracle(t, drop):
     z = np.random.default_rng(14).normal(size=(40, 3))
     got = entreg.diffusion_spectral_entropy(z, sigma=1.5, t=t, drop_trivial=drop, eps=1e-12)
@@ -350,51 +363,62 @@ def test_dse_gradient_finite_with_duplicated_points():
 def test_dsmi_identities_and_signal():
     rng = np.random.default_rng(16)
     key = jax.random.key(0)
-    z = rng.normal(size=(60, 2))
-    one_class = np.zeros(60, np.int32)
+    z = rng.normal(size=(30, 2))
+    one_class = np.zeros(30, np.int32)
     # A single class: every size-matched subset is the whole cloud, DSMI = 0 exactly.
     np.testing.assert_allclose(
         entreg.diffusion_spectral_mutual_information(key, z, one_class, num_classes=1),
         0.0,
         atol=1e-12,
     )
-    labels = np.arange(60) % 3
+    labels = np.arange(30) % 3
     clustered = z * 0.2 + 5.0 * np.eye(2, 2)[labels % 2] * (labels[:, None] > 0)
-    informative = entreg.diffusion_spectral_mutual_information(
-        key, clustered, labels, num_classes=3, sigma=1.0
+    dsmi = jax.jit(
+        lambda k, x, y: entreg.diffusion_spectral_mutual_information(
+            k, x, y, num_classes=3, sigma=1.0
+        )
     )
-    shuffled = entreg.diffusion_spectral_mutual_information(
-        key, clustered, rng.permutation(labels), num_classes=3, sigma=1.0
-    )
+    informative = dsmi(key, clustered, labels)
+    shuffled = dsmi(key, clustered, rng.permutation(labels))
     assert float(informative) > 0.5
     assert abs(float(shuffled)) < 0.25 * float(informative)
     # Reproducible from the key, jittable; an empty class contributes nothing.
-    f = jax.jit(
-        lambda k, x, y: entreg.diffusion_spectral_mutual_information(k, x, y, num_classes=4)
-    )
-    np.testing.assert_allclose(f(key, clustered, labels), f(key, clustered, labels))
-    np.testing.assert_allclose(
-        f(key, clustered, labels),
-        entreg.diffusion_spectral_mutual_information(key, clustered, labels, num_classes=3),
-        rtol=1e-10,
-    )
-
-
-@pytest.mark.parametrize("q", [0.5, 1.0, 2.0])
-def test_stochastic_estimate_within_stated_error(q):
-    rng = np.random.default_rng(17)
-    a = random_psd(rng, 300, rank=60)
-    exact = float(entreg.matrix_entropy(a, order=q))
-    for seed in range(3):
-        est, se = entreg.stochastic_spectral_entropy(
-            jax.random.key(seed), lambda v: a @ v, 300, order=q, num_probes=48, num_steps=40
+    four = jax.jit(
+        lambda k, x, y: entreg.diffusion_spectral_mutual_information(
+            k, x, y, num_classes=4, sigma=1.0
         )
+    )
+    np.testing.assert_allclose(four(key, clustered, labels), four(key, clustered, labels))
+    np.testing.assert_allclose(four(key, clustered, labels), informative, rtol=1e-10)
+
+
+def test_stochastic_estimate_within_stated_error():
+    rng = np.random.default_rng(17)
+    a = random_psd(rng, 200, rank=50)
+    low = random_psd(rng, 50, rank=4)
+    orders = (0.5, 1.0, 2.0)
+
+    @jax.jit
+    def estimates(key):
+        full = [
+            entreg.stochastic_spectral_entropy(
+                key, lambda v: a @ v, 200, order=q, num_probes=32, num_steps=30
+            )
+            for q in orders
+        ]
+        # Rank 4 < num_steps: Lanczos breaks down early and the quadrature is exact.
+        rank4 = [
+            entreg.stochastic_spectral_entropy(key, lambda v: low @ v, 50, order=q)[0]
+            for q in orders
+        ]
+        return full, rank4
+
+    full, rank4 = estimates(jax.random.key(0))
+    for q, (est, se), est_low in zip(orders, full, rank4, strict=True):
+        exact = float(entreg.matrix_entropy(a, order=q))
         assert 0 < float(se) < 0.05
         assert abs(float(est) - exact) < 4 * float(se) + 1e-3
-    # Rank 4 < num_steps: Lanczos breaks down early and the quadrature is exact.
-    low = random_psd(rng, 50, rank=4)
-    est, _ = entreg.stochastic_spectral_entropy(jax.random.key(0), lambda v: low @ v, 50, order=q)
-    np.testing.assert_allclose(est, entreg.matrix_entropy(low, order=q), atol=0.1)
+        np.testing.assert_allclose(est_low, entreg.matrix_entropy(low, order=q), atol=0.1)
 
 
 def test_terms_signs_and_gradients():
