@@ -20,7 +20,9 @@ def reference_log_probs_and_entropy(hidden, weight, labels, *, temperature=1.0, 
     v = weight.shape[-1]
     acc = _token_entropy_xla.accumulation_dtype(hidden, weight)
     logits = jnp.dot(hidden, weight, preferred_element_type=acc)
-    where = None if valid_vocab is None else jnp.broadcast_to(jnp.arange(v) < valid_vocab, logits.shape)
+    where = None
+    if valid_vocab is not None:
+        where = jnp.broadcast_to(jnp.arange(v) < valid_vocab, logits.shape)
     return token_log_probs(logits, labels, temperature=temperature, where=where)
 
 
