@@ -104,6 +104,13 @@ def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
     return jnp.where(x < 0, jnp.nan, x)
 
 
+def positive_int(x, name: str) -> int:
+    """Validates a static positive integer parameter (a size, a count)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {x!r}.")
+    return int(x)
+
+
 def choice(x, name: str, options) -> str:
     if x not in options:
         raise ValueError(f"`{name}` must be one of {sorted(options)}, got {x!r}.")

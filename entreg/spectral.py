@@ -18,7 +18,6 @@ float32 (bf16 features are upcast before any product).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import jax
@@ -411,9 +410,8 @@ def diffusion_spectral_mutual_information(
         raise ValueError(
             f"`labels` must be integers of shape ({n},), got {labels.dtype}{labels.shape}."
         )
-    for name, value in (("num_classes", num_classes), ("repetitions", repetitions)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    num_classes = _checks.positive_int(num_classes, "num_classes")
+    repetitions = _checks.positive_int(repetitions, "repetitions")
     valid = (
         jnp.ones(n, bool)
         if where is None
@@ -467,9 +465,9 @@ def stochastic_spectral_entropy(
     q = _spectrum.check_order(order)
     if q in (0.0, math.inf):
         raise ValueError("`order` must be finite and > 0 for the stochastic estimate.")
-    for name, value in (("size", size), ("num_probes", num_probes), ("num_steps", num_steps)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    size = _checks.positive_int(size, "size")
+    num_probes = _checks.positive_int(num_probes, "num_probes")
+    num_steps = _checks.positive_int(num_steps, "num_steps")
     if num_probes < 2:
         raise ValueError("`num_probes` must be >= 2 for a standard error.")
     if not callable(matvec):

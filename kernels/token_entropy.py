@@ -79,8 +79,7 @@ def linear_log_probs_and_entropy(
         valid_vocab = v
     if not isinstance(valid_vocab, numbers.Integral) or not 1 <= valid_vocab <= v:
         raise ValueError(f"`valid_vocab` must be an int in [1, {v}], got {valid_vocab!r}.")
-    if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
+    chunk_size = _checks.positive_int(chunk_size, "chunk_size")
     if _checks.is_static_scalar(temperature) and not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature}.")
     impl = _checks.choice(
