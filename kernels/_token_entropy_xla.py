@@ -31,11 +31,14 @@ def accumulation_dtype(h, weight):
     return jnp.promote_types(jnp.result_type(h, weight), jnp.float32)
 
 
-def _chunk_logits(h, w_chunk, start, valid_vocab, tau):
-    """Logits of one chunk [T, C] in the accumulation dtype, invalid columns at -inf."""
+def _chunk_logits(h, w_chunk, start, tau, valid_vocab, v_local, offset):
+    """Logits of the chunk at local column ``start`` [T, C] in the accumulation dtype, and
+    their global column ids. Chunk padding (local id >= v_local) and columns past valid_vocab
+    are -inf."""
     z = jnp.dot(h, w_chunk, preferred_element_type=accumulation_dtype(h, w_chunk)) / tau
-    cols = start + jnp.arange(w_chunk.shape[1])
-    return jnp.where(cols < valid_vocab, z, -jnp.inf), cols
+    local = start + jnp.arange(w_chunk.shape[1])
+    cols = offset + local
+    return jnp.where((local < v_local) & (cols < valid_vocab), z, -jnp.inf), cols
 
 
 def _chunks(weight, chunk: int):
@@ -46,66 +49,98 @@ def _chunks(weight, chunk: int):
     return jnp.moveaxis(w.reshape(hdim, n, chunk), 1, 0)
 
 
-def _forward(h, weight, labels, tau, valid_vocab, chunk):
+def combine(m, s, u, *, axis=None, axis_name=None):
+    """Merge centred partial states (m, s, u) along ``axis`` or over the devices of
+    ``axis_name`` (pmax, then psum): each part moves to the common max m' by c = e^(m - m'),
+    s' = sum c s, u' = sum c (u + s (m - m')). A part with no finite logit (m = -inf) has
+    c = 0 and contributes nothing, never 0 * inf; one logit z is the state (z, 1, 0)."""
+    if axis_name is None:
+        m_all = jnp.max(m, axis=axis, keepdims=True)
+        total = functools.partial(jnp.sum, axis=axis)
+    else:
+        m_all = jax.lax.pmax(m, axis_name)
+        total = functools.partial(jax.lax.psum, axis_name=axis_name)
+    shift = jnp.where(jnp.isfinite(m_all), m_all, 0.0)
+    c = jnp.exp(m - shift)
+    s_all = total(c * s)
+    u_all = total(jnp.where(c > 0, c * (u + s * (m - shift)), 0.0))
+    return (m_all if axis_name is not None else jnp.squeeze(m_all, axis)), s_all, u_all
+
+
+def _varying(tree, axis_name):
+    """Mark a scan's initial carry as varying over the vocabulary axis (shard_map typing)."""
+    return tree if axis_name is None else jax.lax.pcast(tree, axis_name, to="varying")
+
+
+def _offset(weight, axis_name):
+    """Global index of this device's first vocabulary column."""
+    return 0 if axis_name is None else jax.lax.axis_index(axis_name) * weight.shape[1]
+
+
+def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
+    """(m, s, u, z_y) of this device's columns of ``weight``, chunk by chunk."""
     t, acc = h.shape[0], accumulation_dtype(h, weight)
+    v, offset = weight.shape[1], _offset(weight, axis_name)
     init = (
         jnp.full((t,), -jnp.inf, acc),  # m
         jnp.zeros((t,), acc),  # s
         jnp.zeros((t,), acc),  # u
-        jnp.full((t,), -jnp.inf, acc),  # z_y (stays -inf for an out-of-range label)
+        jnp.full((t,), -jnp.inf, acc),  # z_y (stays -inf unless the label is a valid column here)
     )
+    init = _varying(init, axis_name)
 
     def step(carry, inputs):
         m, s, u, zy = carry
         w_chunk, start = inputs
-        z, cols = _chunk_logits(h, w_chunk, start, valid_vocab, tau)
-        m_new = jnp.maximum(m, jnp.max(z, axis=-1))
-        # Until a finite logit is seen m_new is -inf: shift by 0 instead (every term is 0 then).
-        shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-        c = jnp.exp(m - shift)  # e^-inf = 0 on the first finite chunk
-        e = jnp.exp(z - shift[:, None])
-        centred = jnp.where(e > 0, e * (z - shift[:, None]), 0.0)
-        old = jnp.where(s > 0, s * (m - shift), 0.0)
-        s_new = c * s + jnp.sum(e, axis=-1)
-        u_new = c * (u + old) + jnp.sum(centred, axis=-1)
+        z, cols = _chunk_logits(h, w_chunk, start, tau, valid_vocab, v, offset)
+        part = combine(z, jnp.ones_like(z), jnp.zeros_like(z), axis=-1)
+        m, s, u = combine(*(jnp.stack(x) for x in zip((m, s, u), part, strict=True)), axis=0)
         hit = cols[None, :] == labels[:, None]
-        zy = jnp.where(jnp.any(hit, axis=-1), jnp.sum(jnp.where(hit, z, 0.0), axis=-1), zy)
-        return (m_new, s_new, u_new, zy), None
+        zy = jnp.maximum(zy, jnp.max(jnp.where(hit, z, -jnp.inf), axis=-1))
+        return (m, s, u, zy), None
 
     w = _chunks(weight, chunk)
     starts = jnp.arange(w.shape[0]) * chunk
-    (m, s, u, zy), _ = jax.lax.scan(step, init, (w, starts))
+    return jax.lax.scan(step, init, (w, starts))[0]
+
+
+def _forward(h, weight, labels, tau, valid_vocab, chunk, axis_name):
+    m, s, u, zy = _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name)
+    if axis_name is not None:  # the label column lives on one device: pmax of z_y
+        m, s, u = combine(m, s, u, axis_name=axis_name)
+        zy = jax.lax.pmax(zy, axis_name)
     lse = m + jnp.log(s)
-    mean_z = m + u / s
     entropy = jnp.log(s) - u / s
-    return zy - lse, entropy, lse, mean_z
+    return zy - lse, entropy, lse, m + u / s
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def log_probs_and_entropy(h, weight, labels, tau, valid_vocab: int, chunk: int):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def log_probs_and_entropy(h, weight, labels, tau, valid_vocab: int, chunk: int, axis_name=None):
     """(log pi(y), H) per row of h [T, H]; labels [T] int; tau a scalar of the accumulation
-    dtype."""
-    logp, ent, _, _ = _forward(h, weight, labels, tau, valid_vocab, chunk)
+    dtype. With ``axis_name`` (inside shard_map), ``weight`` is this device's [H, V / n] slice
+    of a vocabulary sharded in order over that axis, and ``valid_vocab`` counts the full one."""
+    logp, ent, _, _ = _forward(h, weight, labels, tau, valid_vocab, chunk, axis_name)
     return logp, ent
 
 
-def _fwd(h, weight, labels, tau, valid_vocab, chunk):
-    logp, ent, lse, mean_z = _forward(h, weight, labels, tau, valid_vocab, chunk)
+def _fwd(h, weight, labels, tau, valid_vocab, chunk, axis_name):
+    logp, ent, lse, mean_z = _forward(h, weight, labels, tau, valid_vocab, chunk, axis_name)
     return (logp, ent), (h, weight, labels, tau, lse, mean_z)
 
 
-def _bwd(valid_vocab, chunk, res, cotangents):
+def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
     h, weight, labels, tau, lse, mean_z = res
     acc = accumulation_dtype(h, weight)
     g_logp, g_ent = (g.astype(acc) for g in cotangents)
-    v = weight.shape[1]
+    v, offset = weight.shape[1], _offset(weight, axis_name)
 
     def step(dh, inputs):
         w_chunk, start = inputs
-        z, cols = _chunk_logits(h, w_chunk, start, valid_vocab, tau)
+        z, cols = _chunk_logits(h, w_chunk, start, tau, valid_vocab, v, offset)
         p = jnp.exp(z - lse[:, None])
         dev = jnp.where(p > 0, z - mean_z[:, None], 0.0)
-        hit = (cols[None, :] == labels[:, None]).astype(acc)
+        # An invalid label column is -inf in the forward: it gets no gradient.
+        hit = ((cols[None, :] == labels[:, None]) & (p > 0)).astype(acc)
         dz = g_logp[:, None] * (hit - p) - g_ent[:, None] * p * dev
         dz_in = dz.astype(h.dtype)
         dh = dh + jnp.dot(dz_in, w_chunk.T, preferred_element_type=acc)
@@ -116,15 +151,18 @@ def _bwd(valid_vocab, chunk, res, cotangents):
 
     w = _chunks(weight, chunk)
     starts = jnp.arange(w.shape[0]) * chunk
-    dh, (dw, dtau) = jax.lax.scan(step, jnp.zeros(h.shape, acc), (w, starts))
+    dh, (dw, dtau) = jax.lax.scan(step, _varying(jnp.zeros(h.shape, acc), axis_name), (w, starts))
     dw = jnp.moveaxis(dw, 0, 1).reshape(weight.shape[0], -1)[:, :v]
+    dtau = jnp.sum(dtau)
+    if axis_name is not None:  # h and tau are replicated over the vocabulary shards
+        dh, dtau = jax.lax.psum((dh, dtau), axis_name)
     # labels are integers: their cotangent is float0.
     dlabels = jnp.zeros(labels.shape, jax.dtypes.float0)
     return (
         (dh / tau).astype(h.dtype),
         (dw / tau).astype(weight.dtype),
         dlabels,
-        jnp.sum(dtau).astype(tau.dtype),
+        dtau.astype(tau.dtype),
     )
 
 

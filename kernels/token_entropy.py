@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+import jax
 import jax.numpy as jnp
 
 from entreg import _checks
@@ -13,10 +14,21 @@ from . import _token_entropy_xla
 IMPLEMENTATIONS = ("xla", "reference")
 
 
-def reference_log_probs_and_entropy(hidden, weight, labels, *, temperature=1.0, valid_vocab=None):
-    """Unfused reference: materializes the logits (in at least float32) and reduces them."""
+def reference_log_probs_and_entropy(
+    hidden, weight, labels, *, temperature=1.0, valid_vocab=None, vocab_axis=None
+):
+    """Unfused reference: materializes the logits (in at least float32) and reduces them; with
+    ``vocab_axis`` it first assembles the whole weight on every device."""
     from entreg.losses import token_log_probs
 
+    if vocab_axis is not None:
+        # A psum of zero-padded slices is an all-gather whose result is typed as replicated.
+        n, v_local = jax.lax.axis_size(vocab_axis), weight.shape[1]
+        full = jnp.zeros((weight.shape[0], n * v_local), weight.dtype)
+        start = jax.lax.axis_index(vocab_axis) * v_local
+        weight = jax.lax.psum(
+            jax.lax.dynamic_update_slice_in_dim(full, weight, start, 1), vocab_axis
+        )
     v = weight.shape[-1]
     acc = _token_entropy_xla.accumulation_dtype(hidden, weight)
     logits = jnp.dot(hidden, weight, preferred_element_type=acc)
@@ -34,6 +46,7 @@ def linear_log_probs_and_entropy(
     temperature=1.0,
     valid_vocab: int | None = None,
     chunk_size: int = 2048,
+    vocab_axis: str | None = None,
     implementation: str | None = None,
 ):
     r"""log pi(y) and H(pi) per token for pi = softmax(hidden @ weight / temperature), fused.
@@ -54,6 +67,12 @@ def linear_log_probs_and_entropy(
       valid_vocab: the first ``valid_vocab`` columns are the real vocabulary; the rest (padding
         to a multiple of 128, as LM heads often are) are excluded. Default: all V.
       chunk_size: vocabulary columns per block (static).
+      vocab_axis: for a vocabulary sharded over a mesh axis (tensor parallelism), call this
+        inside ``jax.shard_map`` with ``weight`` the local [H, V / n] slice (device i holds
+        columns [i V / n, (i + 1) V / n)) and ``hidden``, ``labels`` replicated over that axis;
+        ``valid_vocab`` counts the whole vocabulary. Each device sweeps its own columns; the
+        partial states merge by a pmax of the max and a psum of the rescaled sums (O(T)
+        communication), and the backward psums dh. Outputs are replicated over the axis.
       implementation: ``"xla"`` (chunked, every backend), ``"reference"`` (materialized logits,
         for tests), or None: the best available, falling back to ``"xla"``.
 
@@ -75,6 +94,14 @@ def linear_log_probs_and_entropy(
     if labels.shape != h.shape[:-1]:
         raise ValueError(f"`labels` must have shape {h.shape[:-1]}, got {labels.shape}.")
     v = w.shape[1]
+    if vocab_axis is not None:
+        try:
+            v *= jax.lax.axis_size(vocab_axis)
+        except NameError as e:
+            raise ValueError(
+                f"`vocab_axis` {vocab_axis!r} is not a mesh axis in scope: call this inside "
+                "jax.shard_map over that axis."
+            ) from e
     if valid_vocab is None:
         valid_vocab = v
     if not isinstance(valid_vocab, numbers.Integral) or not 1 <= valid_vocab <= v:
@@ -87,7 +114,12 @@ def linear_log_probs_and_entropy(
     )
     if impl == "reference":
         return reference_log_probs_and_entropy(
-            hidden, weight, labels, temperature=temperature, valid_vocab=valid_vocab
+            hidden,
+            weight,
+            labels,
+            temperature=temperature,
+            valid_vocab=valid_vocab,
+            vocab_axis=vocab_axis,
         )
     tau = jnp.asarray(temperature, _token_entropy_xla.accumulation_dtype(h, w))
     if tau.shape != ():
@@ -99,6 +131,7 @@ def linear_log_probs_and_entropy(
         labels.reshape(-1),
         tau,
         int(valid_vocab),
-        int(min(chunk_size, v)),
+        int(min(chunk_size, w.shape[1])),
+        vocab_axis,
     )
     return logp.reshape(batch), ent.reshape(batch)

@@ -182,3 +182,48 @@ def test_errors_name_the_argument():
         kernels.linear_log_probs_and_entropy(h, w, y, implementation="cuda")
     with pytest.raises(TypeError, match="hidden"):
         kernels.linear_log_probs_and_entropy(h.astype(int), w, y)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_vocab_parallel_on_8_devices_equals_single_device(impl):
+    """W [H, V] sharded over 8 devices by columns (the last shard all padding beyond
+    valid_vocab): values and gradients (h, W, tau) equal the single-device kernel's."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()[:8]), ("vocab",))
+    h, w, y = inputs(t=5, hdim=6, v=64, seed=7)
+    y = np.minimum(y, 54)
+    kw = dict(temperature=0.7, valid_vocab=55, chunk_size=3)
+
+    def loss(fn, a, b, tau):
+        lp, ent = fn(a, b, tau)
+        return jnp.sum(lp * 0.3) + jnp.sum(ent * jnp.arange(5.0)), (lp, ent)
+
+    def single(a, b, tau):
+        return kernels.linear_log_probs_and_entropy(a, b, y, **{**kw, "temperature": tau})
+
+    sharded = jax.shard_map(
+        lambda a, b, tau: kernels.linear_log_probs_and_entropy(
+            a, b, y, **{**kw, "temperature": tau}, vocab_axis="vocab", implementation=impl
+        ),
+        mesh=mesh,
+        in_specs=(P(), P(None, "vocab"), P()),
+        out_specs=P(),
+    )
+    grad = jax.grad(loss, (1, 2, 3), has_aux=True)
+    (gs, (lp1, ent1)), (gp, (lp8, ent8)) = (
+        jax.jit(lambda *a, f=f: grad(f, *a))(h, w, 0.7) for f in (single, sharded)
+    )
+    np.testing.assert_allclose(lp8, lp1, rtol=1e-12)
+    np.testing.assert_allclose(ent8, ent1, rtol=1e-12)
+    np.testing.assert_allclose(lp8, oracle(h, w, y, 0.7, 55)[0], rtol=1e-10)
+    for a, b in zip(gp, gs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    assert np.abs(gp[1][:, 55:]).max() == 0.0  # padded columns get no gradient
+
+
+def test_vocab_axis_must_be_in_scope():
+    h, w, y = inputs()
+    with pytest.raises(ValueError, match="vocab_axis"):
+        kernels.linear_log_probs_and_entropy(h, w, y, vocab_axis="vocab")
