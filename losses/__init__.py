@@ -38,7 +38,7 @@ from .score_entropy import (
 from .sigma_reparam import PowerIteration, SigmaReparamLinear, qk_spectral_norm
 from .steer import steer_loss, steer_weights
 from .temperature import solve_temperature, token_log_probs
-from .terms import attention_entropy_term, policy_term
+from .terms import attention_entropy_term, entropy_bonus, policy_term
 
 __all__ = [
     "AbsorbingGraph",
@@ -61,6 +61,7 @@ __all__ = [
     "EntropyRewardFit",
     "EpoState",
     "clip_cov_loss",
+    "entropy_bonus",
     "epo_init",
     "epo_loss",
     "epo_penalty",

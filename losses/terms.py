@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
 
@@ -13,6 +13,37 @@ from entreg.terms import LossTerm, TermResult, Weight, weight_fn
 from .attention import attention_band_penalty, attention_floor_penalty, max_attention_entropy
 
 POLICY_SIGNALS = ("log_prob", "old_log_prob", "advantages", "mask")
+HIDDEN_SIGNALS = ("hidden", "lm_head", "tokens")
+_KERNEL_OPTIONS = ("temperature", "valid_vocab", "chunk_size", "vocab_axis", "implementation")
+
+
+def _hidden_options(from_hidden) -> dict | None:
+    if from_hidden is None:
+        return None
+    if not isinstance(from_hidden, Mapping) or set(from_hidden) - set(_KERNEL_OPTIONS):
+        raise ValueError(
+            f"`from_hidden` must be a dict of linear_log_probs_and_entropy options "
+            f"{_KERNEL_OPTIONS} ({{}} for the defaults), got {from_hidden!r}."
+        )
+    return dict(from_hidden)
+
+
+def _token_signals(signals, name: str, from_hidden: dict | None, needed: tuple[str, ...]):
+    """The signals, with ``log_prob`` and ``entropy`` computed from (hidden, lm_head, tokens)
+    by the fused kernel when ``from_hidden`` is set: the [B, T, V] logits never exist."""
+    if from_hidden is not None:
+        needed = tuple(s for s in needed if s not in ("log_prob", "entropy")) + HIDDEN_SIGNALS
+    missing = [s for s in needed if s not in signals]
+    if missing:
+        raise KeyError(f"Term {name!r} needs the signals {missing}.")
+    if from_hidden is None:
+        return signals
+    from entreg.kernels import linear_log_probs_and_entropy
+
+    log_prob, entropy = linear_log_probs_and_entropy(
+        signals["hidden"], signals["lm_head"], signals["tokens"], **from_hidden
+    )
+    return {**signals, "log_prob": log_prob, "entropy": entropy}
 
 
 def policy_term(
@@ -22,6 +53,7 @@ def policy_term(
     mode: str = "token-mean",
     weight: Weight = 1.0,
     from_signals: tuple[str, ...] = (),
+    from_hidden: Mapping | None = None,
     **loss_kwargs,
 ) -> LossTerm:
     """A per-token policy loss (`ppo_loss`, `clip_cov_loss`, ...) as a penalty term.
@@ -32,6 +64,13 @@ def policy_term(
     Its value is ``aggregate(per_token_loss, mask, mode)`` and its contribution ``weight *
     value``: a loss to minimize. The loss's scalar metrics become the term's extras
     (``<name>/clip_fraction``, ...); array metrics such as ``selected`` are left out.
+
+    ``from_hidden`` (a dict of `entreg.kernels.linear_log_probs_and_entropy` options such as
+    ``temperature`` and ``chunk_size``; ``{}`` for the defaults) makes the term read the final
+    hidden states ``hidden`` [B, T, H], the LM head ``lm_head`` [H, V] and the sampled
+    ``tokens`` [B, T] instead of ``log_prob`` and ``entropy``: both come from the fused kernel,
+    so the [B, T, V] logits are never materialized and the gradient reaches the hidden states
+    and the head through its recomputing backward.
 
     Example::
 
@@ -45,17 +84,45 @@ def policy_term(
     if not callable(loss_fn):
         raise TypeError(f"`loss_fn` must be a policy loss function, got {loss_fn!r}.")
     weight_at = weight_fn(weight, name)
+    from_hidden = _hidden_options(from_hidden)
 
     def apply(signals, state, step):
-        missing = [s for s in (*POLICY_SIGNALS, *from_signals) if s not in signals]
-        if missing:
-            raise KeyError(f"Term {name!r} needs the signals {missing}.")
+        signals = _token_signals(signals, name, from_hidden, (*POLICY_SIGNALS, *from_signals))
         kwargs = {k: signals[k] for k in from_signals}
         per_token, metrics = loss_fn(*(signals[s] for s in POLICY_SIGNALS), **kwargs, **loss_kwargs)
         value = aggregate(per_token, signals["mask"], mode)
         w = weight_at(step)
         extras = {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
         return TermResult(value, w, w * value, state, extras)
+
+    return LossTerm(name, init=lambda: (), apply=apply)
+
+
+def entropy_bonus(
+    weight: Weight = 1.0,
+    *,
+    mode: str = "token-mean",
+    name: str = "entropy",
+    from_hidden: Mapping | None = None,
+) -> LossTerm:
+    """The token entropy bonus: contributes ``-weight * aggregate(entropy, mask, mode)``.
+
+    Reads the per-token entropies ``entropy`` and ``mask`` ([B, T]); with ``from_hidden``
+    (kernel options, as in `policy_term`) it computes the entropy from ``hidden``, ``lm_head``
+    and ``tokens`` with the fused kernel instead (``tokens`` only select the log-prob, which
+    this term does not use). Within one `policy_term` that already reads ``entropy``, prefer
+    the loss's own ``entropy_coef``: one kernel call then serves both.
+    """
+    name = _checks.term_name(name)
+    _checks.choice(mode, "mode", MODES)
+    weight_at = weight_fn(weight, name)
+    from_hidden = _hidden_options(from_hidden)
+
+    def apply(signals, state, step):
+        signals = _token_signals(signals, name, from_hidden, ("entropy", "mask"))
+        value = aggregate(signals["entropy"], signals["mask"], mode)
+        w = weight_at(step)
+        return TermResult(value, w, -w * value, state, {})
 
     return LossTerm(name, init=lambda: (), apply=apply)
 
