@@ -1,14 +1,12 @@
 """Vocabulary-chunked log-prob and entropy from hidden states: pure JAX, every backend.
 
-Row logits z = h W / tau are produced one vocabulary chunk at a time and folded into an online
-state (m, s, u, z_y) with a centred accumulator:
+Row logits z = h W / tau are produced one vocabulary chunk at a time and folded into the
+centred online state (m, s, u) of `_online` plus the label logit z_y:
 
-    m = max z,  s = sum e^(z - m),  u = sum e^(z - m) (z - m)
     lse = m + log s,  log pi(y) = z_y - lse,  H = log s - u / s,  E[z] = m + u / s
 
-Merging a chunk with running max m' = max(m, max_chunk z) and c = e^(m - m'):
-
-    s <- c s + sum_chunk e^(z - m'),   u <- c (u + s (m - m')) + sum_chunk e^(z - m') (z - m')
+With the vocabulary sharded over a mesh axis, each device sweeps its columns and the states
+merge by a pmax of m and a psum of the rescaled s and u (O(T) communication).
 
 The backward recomputes each chunk's logits from the residuals (h, W, labels, lse, E[z]) and
 accepts cotangents for both outputs:
@@ -24,6 +22,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from . import _online
 
 
 def accumulation_dtype(h, weight):
@@ -47,24 +47,6 @@ def _chunks(weight, chunk: int):
     n = -(-v // chunk)
     w = jnp.pad(weight, ((0, 0), (0, n * chunk - v)))
     return jnp.moveaxis(w.reshape(hdim, n, chunk), 1, 0)
-
-
-def combine(m, s, u, *, axis=None, axis_name=None):
-    """Merge centred partial states (m, s, u) along ``axis`` or over the devices of
-    ``axis_name`` (pmax, then psum): each part moves to the common max m' by c = e^(m - m'),
-    s' = sum c s, u' = sum c (u + s (m - m')). A part with no finite logit (m = -inf) has
-    c = 0 and contributes nothing, never 0 * inf; one logit z is the state (z, 1, 0)."""
-    if axis_name is None:
-        m_all = jnp.max(m, axis=axis, keepdims=True)
-        total = functools.partial(jnp.sum, axis=axis)
-    else:
-        m_all = jax.lax.pmax(m, axis_name)
-        total = functools.partial(jax.lax.psum, axis_name=axis_name)
-    shift = jnp.where(jnp.isfinite(m_all), m_all, 0.0)
-    c = jnp.exp(m - shift)
-    s_all = total(c * s)
-    u_all = total(jnp.where(c > 0, c * (u + s * (m - shift)), 0.0))
-    return (m_all if axis_name is not None else jnp.squeeze(m_all, axis)), s_all, u_all
 
 
 def _varying(tree, axis_name):
@@ -93,8 +75,7 @@ def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
         m, s, u, zy = carry
         w_chunk, start = inputs
         z, cols = _chunk_logits(h, w_chunk, start, tau, valid_vocab, v, offset)
-        part = combine(z, jnp.ones_like(z), jnp.zeros_like(z), axis=-1)
-        m, s, u = combine(*(jnp.stack(x) for x in zip((m, s, u), part, strict=True)), axis=0)
+        (m, s, u), _, _ = _online.merge((m, s, u), _online.block_state(z)[0])
         hit = cols[None, :] == labels[:, None]
         zy = jnp.maximum(zy, jnp.max(jnp.where(hit, z, -jnp.inf), axis=-1))
         return (m, s, u, zy), None
@@ -106,12 +87,12 @@ def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
 
 def _forward(h, weight, labels, tau, valid_vocab, chunk, axis_name):
     m, s, u, zy = _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name)
+    state = (m, s, u)
     if axis_name is not None:  # the label column lives on one device: pmax of z_y
-        m, s, u = combine(m, s, u, axis_name=axis_name)
+        state = _online.merge_devices(state, axis_name)
         zy = jax.lax.pmax(zy, axis_name)
-    lse = m + jnp.log(s)
-    entropy = jnp.log(s) - u / s
-    return zy - lse, entropy, lse, m + u / s
+    lse, mean_z, entropy = _online.summary(state)
+    return zy - lse, entropy, lse, mean_z
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
