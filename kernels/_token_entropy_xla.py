@@ -31,22 +31,19 @@ def accumulation_dtype(h, weight):
     return jnp.promote_types(jnp.result_type(h, weight), jnp.float32)
 
 
-def _chunk_logits(h, w_chunk, start, tau, valid_vocab, v_local, offset):
-    """Logits of the chunk at local column ``start`` [T, C] in the accumulation dtype, and
-    their global column ids. Chunk padding (local id >= v_local) and columns past valid_vocab
-    are -inf."""
-    z = jnp.dot(h, w_chunk, preferred_element_type=accumulation_dtype(h, w_chunk)) / tau
-    local = start + jnp.arange(w_chunk.shape[1])
+def _chunk_logits(h, weight, i, chunk: int, tau, valid_vocab: int, offset):
+    """Logits [T, chunk] of local chunk ``i`` in the accumulation dtype, its global column ids,
+    its weight slice and first local column. W is sliced in place, never padded or copied: the
+    last chunk is moved back to end at column V_local, and its columns already swept by the
+    previous chunk are masked. Masked columns and those past ``valid_vocab`` are -inf."""
+    nominal = i * chunk
+    start = jnp.minimum(nominal, weight.shape[1] - chunk)
+    w_chunk = jax.lax.dynamic_slice_in_dim(weight, start, chunk, 1)
+    z = jnp.dot(h, w_chunk, preferred_element_type=accumulation_dtype(h, weight)) / tau
+    local = start + jnp.arange(chunk)
     cols = offset + local
-    return jnp.where((local < v_local) & (cols < valid_vocab), z, -jnp.inf), cols
-
-
-def _chunks(weight, chunk: int):
-    """W [H, V] as [num_chunks, H, chunk], zero-padded."""
-    hdim, v = weight.shape
-    n = -(-v // chunk)
-    w = jnp.pad(weight, ((0, 0), (0, n * chunk - v)))
-    return jnp.moveaxis(w.reshape(hdim, n, chunk), 1, 0)
+    z = jnp.where((local >= nominal) & (cols < valid_vocab), z, -jnp.inf)
+    return z, cols, w_chunk, start
 
 
 def _varying(tree, axis_name):
@@ -62,7 +59,7 @@ def _offset(weight, axis_name):
 def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
     """(m, s, u, z_y) of this device's columns of ``weight``, chunk by chunk."""
     t, acc = h.shape[0], accumulation_dtype(h, weight)
-    v, offset = weight.shape[1], _offset(weight, axis_name)
+    offset = _offset(weight, axis_name)
     init = (
         jnp.full((t,), -jnp.inf, acc),  # m
         jnp.zeros((t,), acc),  # s
@@ -71,18 +68,15 @@ def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
     )
     init = _varying(init, axis_name)
 
-    def step(carry, inputs):
+    def step(carry, i):
         m, s, u, zy = carry
-        w_chunk, start = inputs
-        z, cols = _chunk_logits(h, w_chunk, start, tau, valid_vocab, v, offset)
+        z, cols, _, _ = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset)
         (m, s, u), _, _ = _online.merge((m, s, u), _online.block_state(z)[0])
         hit = cols[None, :] == labels[:, None]
         zy = jnp.maximum(zy, jnp.max(jnp.where(hit, z, -jnp.inf), axis=-1))
         return (m, s, u, zy), None
 
-    w = _chunks(weight, chunk)
-    starts = jnp.arange(w.shape[0]) * chunk
-    return jax.lax.scan(step, init, (w, starts))[0]
+    return jax.lax.scan(step, init, jnp.arange(-(-weight.shape[1] // chunk)))[0]
 
 
 def _forward(h, weight, labels, tau, valid_vocab, chunk, axis_name):
@@ -115,9 +109,9 @@ def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
     g_logp, g_ent = (g.astype(acc) for g in cotangents)
     v, offset = weight.shape[1], _offset(weight, axis_name)
 
-    def step(dh, inputs):
-        w_chunk, start = inputs
-        z, cols = _chunk_logits(h, w_chunk, start, tau, valid_vocab, v, offset)
+    def step(carry, i):
+        dh, dw = carry
+        z, cols, w_chunk, start = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset)
         p = jnp.exp(z - lse[:, None])
         dev = jnp.where(p > 0, z - mean_z[:, None], 0.0)
         # An invalid label column is -inf in the forward: it gets no gradient.
@@ -125,15 +119,16 @@ def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
         dz = g_logp[:, None] * (hit - p) - g_ent[:, None] * p * dev
         dz_in = dz.astype(h.dtype)
         dh = dh + jnp.dot(dz_in, w_chunk.T, preferred_element_type=acc)
-        dw = jnp.dot(h.T, dz_in, preferred_element_type=acc)
+        # Accumulate in place: the masked overlap of the last chunk adds zeros.
+        dw_chunk = jax.lax.dynamic_slice_in_dim(dw, start, chunk, 1) + jnp.dot(
+            h.T, dz_in, preferred_element_type=acc
+        )
+        dw = jax.lax.dynamic_update_slice_in_dim(dw, dw_chunk, start, 1)
         # d/dtau of z = hW / tau is -z / tau: sum_v dz_v z_v over finite z.
-        dtau = -jnp.sum(jnp.where(p > 0, dz * z, 0.0)) / tau
-        return dh, (dw, dtau)
+        return (dh, dw), -jnp.sum(jnp.where(p > 0, dz * z, 0.0)) / tau
 
-    w = _chunks(weight, chunk)
-    starts = jnp.arange(w.shape[0]) * chunk
-    dh, (dw, dtau) = jax.lax.scan(step, _varying(jnp.zeros(h.shape, acc), axis_name), (w, starts))
-    dw = jnp.moveaxis(dw, 0, 1).reshape(weight.shape[0], -1)[:, :v]
+    init = _varying((jnp.zeros(h.shape, acc), jnp.zeros(weight.shape, acc)), axis_name)
+    (dh, dw), dtau = jax.lax.scan(step, init, jnp.arange(-(-v // chunk)))
     dtau = jnp.sum(dtau)
     if axis_name is not None:  # h and tau are replicated over the vocabulary shards
         dh, dtau = jax.lax.psum((dh, dtau), axis_name)
