@@ -47,8 +47,44 @@ def visible(mask, causal: bool, kv_len: int, q0, k0, bq: int, bk: int):
 
 
 def _scores(qb, kb, vis, scale, acc):
-    s = jnp.einsum("bnqd,bnkd->bnqk", qb, kb, preferred_element_type=acc) * scale
+    s = jnp.einsum("...qd,...kd->...qk", qb, kb, preferred_element_type=acc) * scale
     return jnp.where(vis, s, -jnp.inf)
+
+
+def init_state(rows: tuple[int, ...], d: int, acc):
+    """The empty online state (m, l, a) and output accumulator for ``rows`` query rows."""
+    return (
+        (jnp.full(rows, -jnp.inf, acc), jnp.zeros(rows, acc), jnp.zeros(rows, acc)),
+        jnp.zeros((*rows, d), acc),
+    )
+
+
+def attend_block(state, o, s, vb, acc):
+    """Fold the scores s [.., bq, bk] of one key block (values vb) into (state, o)."""
+    blk, e = _online.block_state(s)
+    state, c_old, c_blk = _online.merge(state, blk)
+    pv = jnp.einsum("...qk,...kd->...qd", e.astype(vb.dtype), vb, preferred_element_type=acc)
+    return state, c_old[..., None] * o + c_blk[..., None] * pv
+
+
+def finish(state, o, dtype):
+    """(out, lse, E[s], H); a row with no visible key gets out 0, lse +inf, E 0, H 0."""
+    lse, mean_s, ent = _online.summary(state)
+    alive = state[1] > 0
+    out = jnp.where(alive[..., None], o / jnp.where(alive, state[1], 1.0)[..., None], 0.0)
+    return (
+        out.astype(dtype),
+        jnp.where(alive, lse, jnp.inf),
+        jnp.where(alive, mean_s, 0.0),
+        jnp.where(alive, ent, 0.0),
+    )
+
+
+def score_grads(s, dp, lse, mean_s, delta, g):
+    """p = e^(s - lse) and dS = p (dP - D - g (s - E[s])) of one block (0 where p = 0);
+    lse, mean_s, delta, g are [.., bq, 1]."""
+    p = jnp.exp(s - lse)
+    return p, jnp.where(p > 0, p * (dp - delta - g * (s - mean_s)), 0.0)
 
 
 def _block(x, start, size):
@@ -74,42 +110,13 @@ def _forward(q, k, v, mask, scale, causal, kv_len, bq, bk):
         qb = _block(q, qi * bq, bq)
 
         def body(kj, carry):
-            state, o = carry
-            s = _scores(
-                qb,
-                _block(k, kj * bk, bk),
-                visible(mask, causal, kv_len, qi * bq, kj * bk, bq, bk),
-                scale,
-                acc,
-            )
-            blk, e = _online.block_state(s)
-            state, c_old, c_blk = _online.merge(state, blk)
-            pv = jnp.einsum(
-                "bnqk,bnkd->bnqd",
-                e.astype(v.dtype),
-                _block(v, kj * bk, bk),
-                preferred_element_type=acc,
-            )
-            return state, c_old[..., None] * o + c_blk[..., None] * pv
+            vis = visible(mask, causal, kv_len, qi * bq, kj * bk, bq, bk)
+            s = _scores(qb, _block(k, kj * bk, bk), vis, scale, acc)
+            return attend_block(*carry, s, _block(v, kj * bk, bk), acc)
 
-        init = (
-            (
-                jnp.full((b, n, bq), -jnp.inf, acc),
-                jnp.zeros((b, n, bq), acc),
-                jnp.zeros((b, n, bq), acc),
-            ),
-            jnp.zeros((b, n, bq, d), acc),
-        )
+        init = init_state((b, n, bq), d, acc)
         state, o = jax.lax.fori_loop(0, key_blocks_for(qi, bq, bk, nk, causal), body, init)
-        lse, mean_s, ent = _online.summary(state)
-        alive = state[1] > 0
-        out = jnp.where(alive[..., None], o / jnp.where(alive, state[1], 1.0)[..., None], 0.0)
-        return (
-            out.astype(q.dtype),
-            jnp.where(alive, lse, jnp.inf),
-            jnp.where(alive, mean_s, 0.0),
-            jnp.where(alive, ent, 0.0),
-        )
+        return finish(state, o, q.dtype)
 
     blocks = jax.lax.map(query_block, jnp.arange(nq))  # each [nq, B, N, bq, ...]
     return tuple(jnp.moveaxis(x, 0, 2).reshape(b, n, tp, *x.shape[4:]) for x in blocks)
@@ -146,9 +153,8 @@ def _bwd(scale, causal, kv_len, bq, bk, res, cotangents):
                 _block(x[..., None], qi * bq, bq) for x in (lse, mean_s, delta, g)
             )
             s = _scores(qb, kb, visible(mask, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
-            p = jnp.exp(s - lse_b)
             dp = jnp.einsum("bnqd,bnkd->bnqk", dob, vb, preferred_element_type=acc)
-            ds = jnp.where(p > 0, p * (dp - delta_b - g_b * (s - mean_b)), 0.0)
+            p, ds = score_grads(s, dp, lse_b, mean_b, delta_b, g_b)
             p, ds = p.astype(q.dtype), ds.astype(q.dtype)
             dvb = dvb + jnp.einsum("bnqk,bnqd->bnkd", p, dob, preferred_element_type=acc)
             dkb = dkb + jnp.einsum("bnqk,bnqd->bnkd", ds, qb, preferred_element_type=acc)

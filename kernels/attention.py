@@ -10,9 +10,9 @@ import jax.numpy as jnp
 from entreg import _checks
 from entreg.attention import attention_entropy, visible_keys
 
-from . import _attention_xla
+from . import _attention_pallas, _attention_xla
 
-IMPLEMENTATIONS = ("xla", "reference")
+IMPLEMENTATIONS = ("xla", "pallas", "reference")
 
 
 def _heads_major(x, groups: int):
@@ -112,8 +112,11 @@ def attention_with_entropy(
         skipped.
       scale: logit scale, default 1 / sqrt(D).
       block_q, block_k: query and key rows per block (static; capped at T and S).
-      implementation: ``"xla"`` (blockwise, every backend), ``"reference"`` (materialized
-        map, for tests) or None: the best available, falling back to ``"xla"``.
+      implementation: ``"xla"`` (blockwise, every backend), ``"pallas"`` (Pallas kernels:
+        Triton lowering on GPU, interpret mode elsewhere; no dense ``mask``), ``"reference"``
+        (materialized map, for tests) or None: ``"xla"``, which every backend runs. The Pallas
+        kernels have been verified in interpret mode and by lowering for CUDA, not yet run on a
+        GPU, so they are not the GPU default yet.
 
     Returns:
       ``(output, entropy)``: output like ``query`` (accumulated in float32), entropy
@@ -126,16 +129,20 @@ def attention_with_entropy(
     impl = _checks.choice(
         "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
     )
+    if impl == "pallas" and mask is not None:
+        raise ValueError(
+            "implementation='pallas' takes no dense `mask` (is_causal only): use 'xla' for it."
+        )
     if impl == "reference":
         out, ent = reference_attention_with_entropy(
             q, k, v, mask=mask, is_causal=is_causal, scale=scale
         )
     else:
-        out, ent = _blockwise(q, k, v, mask, is_causal, scale, block_q, block_k)
+        out, ent = _blockwise(q, k, v, mask, is_causal, scale, block_q, block_k, impl)
     return (out[0], ent[0]) if squeeze else (out, ent)
 
 
-def _blockwise(q, k, v, mask, causal, scale, block_q, block_k):
+def _blockwise(q, k, v, mask, causal, scale, block_q, block_k, impl):
     t, s = q.shape[1], k.shape[1]
     bq, bk = min(block_q, t), min(block_k, s)
     tp, sp = -(-t // bq) * bq, -(-s // bk) * bk
@@ -154,5 +161,13 @@ def _blockwise(q, k, v, mask, causal, scale, block_q, block_k):
                 (0, sp - s if mask.shape[3] > 1 else 0),
             ],
         )
-    out, ent = _attention_xla.attention(qh, kh, vh, mask, scale, bool(causal), s, bq, bk)
+    if impl == "xla":
+        out, ent = _attention_xla.attention(qh, kh, vh, mask, scale, bool(causal), s, bq, bk)
+    else:
+        # Triton tiles want a power-of-two head dim: zero columns change no score or output.
+        d = q.shape[-1]
+        dp = max(16, 1 << (d - 1).bit_length())
+        qh, kh, vh = (jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, dp - d))) for x in (qh, kh, vh))
+        out, ent = _attention_pallas.attention(qh, kh, vh, scale, bool(causal), s, bq, bk)
+        out = out[..., :d]
     return jnp.swapaxes(out[:, :, :t], 1, 2), ent[:, :, :t]

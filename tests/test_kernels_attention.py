@@ -9,7 +9,8 @@ from jax.test_util import check_grads
 
 from entreg import kernels
 
-IMPLS = ["xla", "reference"]
+IMPLS = ["xla", "pallas", "reference"]  # pallas runs in interpret mode off-GPU
+DENSE_MASK_IMPLS = ["xla", "reference"]
 
 
 def oracle(q, k, v, mask=None, causal=False, scale=None):
@@ -60,12 +61,14 @@ def test_matches_oracle_odd_lengths_gqa_and_masks(impl, causal, blocks):
     q, k, v = qkv()
     kw = dict(is_causal=causal, block_q=blocks[0], block_k=blocks[1], implementation=impl)
     assert_close(kernels.attention_with_entropy(q, k, v, **kw), oracle(q, k, v, causal=causal))
+    if impl == "pallas":
+        return  # causal only; a dense mask raises (test_errors_name_the_argument)
     pad = padding_mask()
     got = kernels.attention_with_entropy(q, k, v, mask=pad, **kw)
     assert_close(got, oracle(q, k, v, pad, causal))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", DENSE_MASK_IMPLS)
 def test_full_mask_with_fully_masked_rows(impl):
     q, k, v = qkv(t=6, s=6)
     mask = np.random.default_rng(1).random((2, 4, 6, 6)) < 0.5
@@ -87,7 +90,7 @@ def test_extreme_logits_and_one_hot_rows(impl, scale):
     kw = dict(scale=scale, block_q=2, block_k=4, implementation=impl)
     got = kernels.attention_with_entropy(q, k, v, **kw)
     assert_close(got, oracle(q, k, v, scale=scale), rtol=1e-9, atol=1e-9)
-    g = jax.grad(lambda a: kernels.attention_with_entropy(a, k, v, **kw)[1].sum())(q)
+    g = jax.jit(jax.grad(lambda a: kernels.attention_with_entropy(a, k, v, **kw)[1].sum()))(q)
     assert np.isfinite(g).all()
 
 
@@ -101,15 +104,19 @@ def test_bf16_inputs(impl):
     want = oracle(*(np.asarray(x, np.float32) for x in (q, k, v)), causal=True)
     np.testing.assert_allclose(np.asarray(out, np.float32), want[0], atol=3e-2)
     np.testing.assert_allclose(ent, want[1], atol=2e-2)
-    g = jax.grad(lambda a: kernels.attention_with_entropy(a, k, v, implementation=impl)[1].sum())(q)
+    g = jax.jit(
+        jax.grad(lambda a: kernels.attention_with_entropy(a, k, v, implementation=impl)[1].sum())
+    )(q)
     assert g.dtype == jnp.bfloat16 and np.isfinite(np.asarray(g, np.float32)).all()
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gradients_of_both_outputs(impl):
     q, k, v = qkv(t=4, s=5, n=2, kv=1, d=3, b=1, seed=4)
-    mask = np.ones((1, 1, 4, 5), bool)
-    mask[..., 1, :] = False  # a fully masked row: zero gradient, checked by differences too
+    mask = None
+    if impl != "pallas":
+        mask = np.ones((1, 1, 4, 5), bool)
+        mask[..., 1, :] = False  # a fully masked row: zero gradient, checked by differences
     w = np.random.default_rng(5).normal(size=(1, 4, 2, 3))
 
     def f(a, b, c):
@@ -121,9 +128,10 @@ def test_gradients_of_both_outputs(impl):
     check_grads(jax.jit(f), (q, k, v), order=1, modes=["rev"])
 
 
-def test_blockwise_gradient_equals_reference_gradient():
+@pytest.mark.parametrize("impl, masked", [("xla", True), ("pallas", False)])
+def test_blockwise_gradient_equals_reference_gradient(impl, masked):
     q, k, v = qkv(t=9, s=10, seed=6)
-    mask = padding_mask(s=10, lengths=(10, 3))
+    mask = padding_mask(s=10, lengths=(10, 3)) if masked else None
     w = np.random.default_rng(7).normal(size=q.shape)
 
     def loss(impl, a, b, c):
@@ -132,7 +140,7 @@ def test_blockwise_gradient_equals_reference_gradient():
         )
         return jnp.sum(out * w) - 0.5 * jnp.sum(ent)
 
-    g1 = jax.jit(jax.grad(lambda *a: loss("xla", *a), (0, 1, 2)))(q, k, v)
+    g1 = jax.jit(jax.grad(lambda *a: loss(impl, *a), (0, 1, 2)))(q, k, v)
     g2 = jax.jit(jax.grad(lambda *a: loss("reference", *a), (0, 1, 2)))(q, k, v)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -186,3 +194,26 @@ def test_errors_name_the_argument():
         kernels.attention_with_entropy(q.astype(int), k, v)
     with pytest.raises(ValueError, match="implementation"):
         kernels.attention_with_entropy(q, k, v, implementation="triton")
+    with pytest.raises(ValueError, match="mask"):
+        kernels.attention_with_entropy(q, k, v, mask=padding_mask(), implementation="pallas")
+
+
+def test_pallas_kernels_lower_for_cuda(monkeypatch):
+    """Without a GPU: the Pallas forward and both backward kernels lower to Triton calls for
+    CUDA (cross-platform lowering; compiling and running them needs the GPU)."""
+    plt = pytest.importorskip("jax.experimental.pallas.triton")
+    from entreg.kernels import _attention_pallas
+
+    monkeypatch.setattr(
+        _attention_pallas, "_compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
+    )
+    x = jax.ShapeDtypeStruct((1, 128, 2, 64), jnp.bfloat16)
+
+    def loss(a, b, c):
+        out, ent = kernels.attention_with_entropy(
+            a, b, c, is_causal=True, block_q=64, block_k=64, implementation="pallas"
+        )
+        return out.astype(jnp.float32).sum() + ent.sum()
+
+    lowered = jax.jit(jax.grad(loss, (0, 1, 2))).trace(x, x, x).lower(lowering_platforms=("cuda",))
+    assert lowered.as_text().count("xla.gpu.triton") == 3
