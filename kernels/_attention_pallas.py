@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from . import _pallas
 from ._attention_xla import (
     attend_block,
     finish,
@@ -26,14 +27,6 @@ from ._attention_xla import (
     score_grads,
     visible,
 )
-
-
-def _compiler_params():
-    if jax.default_backend() == "gpu":
-        from jax.experimental.pallas import triton as plt
-
-        return {"compiler_params": plt.CompilerParams(num_warps=4, num_stages=2)}
-    return {"interpret": True}
 
 
 def _scores(qb, kb, scale, acc, vis):
@@ -86,7 +79,7 @@ def _forward(q, k, v, scale, causal, kv_len, bq, bk):
         in_specs=[_tile(bq, d), _whole(sp, d), _whole(sp, d)],
         out_specs=[_tile(bq, d), _row(bq), _row(bq), _row(bq)],
         out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), rows, rows, rows],
-        **_compiler_params(),
+        **_pallas.compiler_params(),
     )(q, k, v)
 
 
@@ -193,7 +186,7 @@ def _bwd(scale, causal, kv_len, bq, bk, res, cotangents):
         in_specs=[_tile(bq, d), _whole(sp, d), _whole(sp, d), _tile(bq, d)] + [_row(bq)] * 4,
         out_specs=_tile(bq, d),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        **_compiler_params(),
+        **_pallas.compiler_params(),
     )(q, k, v, d_out, *rows)
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, **common, nq=nq),
@@ -201,7 +194,7 @@ def _bwd(scale, causal, kv_len, bq, bk, res, cotangents):
         in_specs=[_whole(tp, d), _tile(bk, d), _tile(bk, d), _whole(tp, d)] + [_whole(tp)] * 4,
         out_specs=[_tile(bk, d), _tile(bk, d)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        **_compiler_params(),
+        **_pallas.compiler_params(),
     )(q, k, v, d_out, *rows)
     return dq, dk, dv
 

@@ -40,10 +40,33 @@ def _chunk_logits(h, weight, i, chunk: int, tau, valid_vocab: int, offset):
     start = jnp.minimum(nominal, weight.shape[1] - chunk)
     w_chunk = jax.lax.dynamic_slice_in_dim(weight, start, chunk, 1)
     z = jnp.dot(h, w_chunk, preferred_element_type=accumulation_dtype(h, weight)) / tau
-    local = start + jnp.arange(chunk)
+    return (*mask_chunk(z, start, nominal, offset, valid_vocab), w_chunk, start)
+
+
+def mask_chunk(z, start, nominal, offset, valid_vocab: int):
+    """Chunk logits z [T, C] whose first local column is ``start``: columns before ``nominal``
+    (swept already) or past ``valid_vocab`` (global id) go to -inf. Returns (z, global ids)."""
+    local = start + jnp.arange(z.shape[-1])
     cols = offset + local
-    z = jnp.where((local >= nominal) & (cols < valid_vocab), z, -jnp.inf)
-    return z, cols, w_chunk, start
+    return jnp.where((local >= nominal) & (cols < valid_vocab), z, -jnp.inf), cols
+
+
+def fold_chunk(state, zy, z, cols, labels):
+    """Fold one chunk's logits into the online state and the label logit z_y."""
+    state, _, _ = _online.merge(state, _online.block_state(z)[0])
+    hit = cols[None, :] == labels[:, None]
+    return state, jnp.maximum(zy, jnp.max(jnp.where(hit, z, -jnp.inf), axis=-1))
+
+
+def logit_grads(z, cols, labels, lse, mean_z, g_logp, g_ent):
+    """dz [T, C] of one chunk, dz_v = g_l (1[v = y] - p_v) - g_H p_v (z_v - E[z]), and each
+    row's sum over finite z of dz z (for d/dtau, since dz/dtau = -z / tau)."""
+    p = jnp.exp(z - lse[:, None])
+    dev = jnp.where(p > 0, z - mean_z[:, None], 0.0)
+    # An invalid label column is -inf in the forward: it gets no gradient.
+    hit = ((cols[None, :] == labels[:, None]) & (p > 0)).astype(z.dtype)
+    dz = g_logp[:, None] * (hit - p) - g_ent[:, None] * p * dev
+    return dz, jnp.sum(jnp.where(p > 0, dz * z, 0.0), axis=-1)
 
 
 def _varying(tree, axis_name):
@@ -60,28 +83,24 @@ def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
     """(m, s, u, z_y) of this device's columns of ``weight``, chunk by chunk."""
     t, acc = h.shape[0], accumulation_dtype(h, weight)
     offset = _offset(weight, axis_name)
-    init = (
-        jnp.full((t,), -jnp.inf, acc),  # m
-        jnp.zeros((t,), acc),  # s
-        jnp.zeros((t,), acc),  # u
-        jnp.full((t,), -jnp.inf, acc),  # z_y (stays -inf unless the label is a valid column here)
-    )
-    init = _varying(init, axis_name)
+    init = _varying(init_state(t, acc), axis_name)
 
     def step(carry, i):
-        m, s, u, zy = carry
         z, cols, _, _ = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset)
-        (m, s, u), _, _ = _online.merge((m, s, u), _online.block_state(z)[0])
-        hit = cols[None, :] == labels[:, None]
-        zy = jnp.maximum(zy, jnp.max(jnp.where(hit, z, -jnp.inf), axis=-1))
-        return (m, s, u, zy), None
+        return fold_chunk(*carry, z, cols, labels), None
 
     return jax.lax.scan(step, init, jnp.arange(-(-weight.shape[1] // chunk)))[0]
 
 
+def init_state(t: int, acc):
+    """The empty state (m, s, u) and label logit z_y, which stays -inf unless the label is a
+    valid column of the swept ones."""
+    empty = jnp.full((t,), -jnp.inf, acc)
+    return (empty, jnp.zeros((t,), acc), jnp.zeros((t,), acc)), empty
+
+
 def _forward(h, weight, labels, tau, valid_vocab, chunk, axis_name):
-    m, s, u, zy = _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name)
-    state = (m, s, u)
+    state, zy = _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name)
     if axis_name is not None:  # the label column lives on one device: pmax of z_y
         state = _online.merge_devices(state, axis_name)
         zy = jax.lax.pmax(zy, axis_name)
@@ -112,11 +131,7 @@ def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
     def step(carry, i):
         dh, dw = carry
         z, cols, w_chunk, start = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset)
-        p = jnp.exp(z - lse[:, None])
-        dev = jnp.where(p > 0, z - mean_z[:, None], 0.0)
-        # An invalid label column is -inf in the forward: it gets no gradient.
-        hit = ((cols[None, :] == labels[:, None]) & (p > 0)).astype(acc)
-        dz = g_logp[:, None] * (hit - p) - g_ent[:, None] * p * dev
+        dz, dz_z = logit_grads(z, cols, labels, lse, mean_z, g_logp, g_ent)
         dz_in = dz.astype(h.dtype)
         dh = dh + jnp.dot(dz_in, w_chunk.T, preferred_element_type=acc)
         # Accumulate in place: the masked overlap of the last chunk adds zeros.
@@ -124,8 +139,7 @@ def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
             h.T, dz_in, preferred_element_type=acc
         )
         dw = jax.lax.dynamic_update_slice_in_dim(dw, dw_chunk, start, 1)
-        # d/dtau of z = hW / tau is -z / tau: sum_v dz_v z_v over finite z.
-        return (dh, dw), -jnp.sum(jnp.where(p > 0, dz * z, 0.0)) / tau
+        return (dh, dw), -jnp.sum(dz_z) / tau
 
     init = _varying((jnp.zeros(h.shape, acc), jnp.zeros(weight.shape, acc)), axis_name)
     (dh, dw), dtau = jax.lax.scan(step, init, jnp.arange(-(-v // chunk)))

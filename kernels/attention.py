@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from entreg import _checks
 from entreg.attention import attention_entropy, visible_keys
 
-from . import _attention_pallas, _attention_xla
+from . import _attention_pallas, _attention_xla, _pallas
 
 IMPLEMENTATIONS = ("xla", "pallas", "reference")
 
@@ -166,7 +166,7 @@ def _blockwise(q, k, v, mask, causal, scale, block_q, block_k, impl):
     else:
         # Triton tiles want a power-of-two head dim: zero columns change no score or output.
         d = q.shape[-1]
-        dp = max(16, 1 << (d - 1).bit_length())
+        dp = _pallas.pow2(d)
         qh, kh, vh = (jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, dp - d))) for x in (qh, kh, vh))
         out, ent = _attention_pallas.attention(qh, kh, vh, scale, bool(causal), s, bq, bk)
         out = out[..., :d]

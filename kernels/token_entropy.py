@@ -9,9 +9,9 @@ import jax.numpy as jnp
 
 from entreg import _checks
 
-from . import _token_entropy_xla
+from . import _pallas, _token_entropy_pallas, _token_entropy_xla
 
-IMPLEMENTATIONS = ("xla", "reference")
+IMPLEMENTATIONS = ("xla", "pallas", "reference")
 
 
 def reference_log_probs_and_entropy(
@@ -73,8 +73,11 @@ def linear_log_probs_and_entropy(
         ``valid_vocab`` counts the whole vocabulary. Each device sweeps its own columns; the
         partial states merge by a pmax of the max and a psum of the rescaled sums (O(T)
         communication), and the backward psums dh. Outputs are replicated over the axis.
-      implementation: ``"xla"`` (chunked, every backend), ``"reference"`` (materialized logits,
-        for tests), or None: the best available, falling back to ``"xla"``.
+      implementation: ``"xla"`` (chunked, every backend), ``"pallas"`` (Pallas kernels: Triton
+        lowering on GPU, interpret mode elsewhere; no ``vocab_axis``), ``"reference"``
+        (materialized logits, for tests), or None: ``"xla"``, which every backend runs. The
+        Pallas kernels are verified in interpret mode and by lowering for CUDA, not yet run on
+        a GPU, so they are not the GPU default yet.
 
     Returns:
       ``(log_probs, entropy)``, each [...], float32 (float64 under x64 with float64 inputs).
@@ -112,6 +115,8 @@ def linear_log_probs_and_entropy(
     impl = _checks.choice(
         "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
     )
+    if impl == "pallas" and vocab_axis is not None:
+        raise ValueError("implementation='pallas' takes no `vocab_axis`: use 'xla' for it.")
     if impl == "reference":
         return reference_log_probs_and_entropy(
             hidden,
@@ -125,13 +130,27 @@ def linear_log_probs_and_entropy(
     if tau.shape != ():
         raise ValueError(f"`temperature` must be a scalar, got shape {tau.shape}.")
     batch = labels.shape
-    logp, ent = _token_entropy_xla.log_probs_and_entropy(
-        h.reshape(-1, h.shape[-1]),
-        w,
-        labels.reshape(-1),
-        tau,
-        int(valid_vocab),
-        int(min(chunk_size, w.shape[1])),
-        vocab_axis,
-    )
+    h, labels = h.reshape(-1, h.shape[-1]), labels.reshape(-1)
+    if impl == "xla":
+        chunk = min(chunk_size, w.shape[1])
+        logp, ent = _token_entropy_xla.log_probs_and_entropy(
+            h, w, labels, tau, int(valid_vocab), int(chunk), vocab_axis
+        )
+    else:
+        logp, ent = _pallas_padded(h, w, labels, tau, int(valid_vocab), chunk_size)
     return logp.reshape(batch), ent.reshape(batch)
+
+
+def _pallas_padded(h, w, labels, tau, valid_vocab: int, chunk_size: int):
+    """Pads to Triton-friendly tiles: tokens to blocks of bt (label -1: no column), H to a power
+    of two (zero rows change no logit), V to whole chunks (-inf past valid_vocab)."""
+    (t, hd), v = h.shape, w.shape[1]
+    chunk, bt, hp = _pallas.pow2(min(chunk_size, v)), min(128, _pallas.pow2(t)), _pallas.pow2(hd)
+    tp, vp = -(-t // bt) * bt, -(-v // chunk) * chunk
+    h = jnp.pad(h, ((0, tp - t), (0, hp - hd)))
+    w = jnp.pad(w, ((0, hp - hd), (0, vp - v)))
+    labels = jnp.pad(labels, (0, tp - t), constant_values=-1)
+    logp, ent = _token_entropy_pallas.log_probs_and_entropy(
+        h, w, labels, tau, valid_vocab, chunk, bt
+    )
+    return logp[:t], ent[:t]

@@ -202,10 +202,10 @@ def test_pallas_kernels_lower_for_cuda(monkeypatch):
     """Without a GPU: the Pallas forward and both backward kernels lower to Triton calls for
     CUDA (cross-platform lowering; compiling and running them needs the GPU)."""
     plt = pytest.importorskip("jax.experimental.pallas.triton")
-    from entreg.kernels import _attention_pallas
+    from entreg.kernels import _pallas
 
     monkeypatch.setattr(
-        _attention_pallas, "_compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
+        _pallas, "compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
     )
     x = jax.ShapeDtypeStruct((1, 128, 2, 64), jnp.bfloat16)
 

@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 
 from entreg import kernels
 
-IMPLS = ["xla", "reference"]
+IMPLS = ["xla", "pallas", "reference"]  # pallas runs in interpret mode off-GPU
 
 
 def oracle(h, w, y, tau=1.0, valid=None):
@@ -137,7 +137,8 @@ def test_gradients_of_both_outputs(impl):
     check_grads(jax.jit(f), (h, w, 0.8), order=1, modes=["rev"])
 
 
-def test_fused_gradient_equals_reference_gradient():
+@pytest.mark.parametrize("impl", ["xla", "pallas"])
+def test_fused_gradient_equals_reference_gradient(impl):
     h, w, y = inputs(v=45, seed=5)
 
     def loss(impl, a, b, tau):
@@ -146,7 +147,7 @@ def test_fused_gradient_equals_reference_gradient():
         )
         return jnp.sum(lp * 0.3) - jnp.sum(ent * jnp.arange(6.0))
 
-    g1 = jax.grad(lambda *a: loss("xla", *a), (0, 1, 2))(h, w, 1.3)
+    g1 = jax.grad(lambda *a: loss(impl, *a), (0, 1, 2))(h, w, 1.3)
     g2 = jax.grad(lambda *a: loss("reference", *a), (0, 1, 2))(h, w, 1.3)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -184,7 +185,7 @@ def test_errors_name_the_argument():
         kernels.linear_log_probs_and_entropy(h.astype(int), w, y)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", ["xla", "reference"])
 def test_vocab_parallel_on_8_devices_equals_single_device(impl):
     """W [H, V] sharded over 8 devices by columns (the last shard all padding beyond
     valid_vocab): values and gradients (h, W, tau) equal the single-device kernel's."""
@@ -227,3 +228,28 @@ def test_vocab_axis_must_be_in_scope():
     h, w, y = inputs()
     with pytest.raises(ValueError, match="vocab_axis"):
         kernels.linear_log_probs_and_entropy(h, w, y, vocab_axis="vocab")
+    with pytest.raises(ValueError, match="vocab_axis"):
+        kernels.linear_log_probs_and_entropy(h, w, y, vocab_axis="v", implementation="pallas")
+
+
+def test_pallas_kernels_lower_for_cuda(monkeypatch):
+    """Without a GPU: the Pallas forward, dh and dW kernels lower to Triton calls for CUDA
+    (cross-platform lowering; compiling and running them needs the GPU)."""
+    plt = pytest.importorskip("jax.experimental.pallas.triton")
+    from entreg.kernels import _pallas
+
+    monkeypatch.setattr(
+        _pallas, "compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
+    )
+    h = jax.ShapeDtypeStruct((256, 64), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((64, 1000), jnp.bfloat16)
+    y = jax.ShapeDtypeStruct((256,), jnp.int32)
+
+    def loss(a, b, lab):
+        lp, ent = kernels.linear_log_probs_and_entropy(
+            a, b, lab, chunk_size=256, implementation="pallas"
+        )
+        return lp.sum() + ent.sum()
+
+    lowered = jax.jit(jax.grad(loss, (0, 1))).trace(h, w, y).lower(lowering_platforms=("cuda",))
+    assert lowered.as_text().count("xla.gpu.triton") == 3
