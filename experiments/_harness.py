@@ -46,6 +46,29 @@ def parse_args(name: str, description: str) -> argparse.Namespace:
     return args
 
 
+def best_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    import time
+
+    import jax
+    import numpy as np
+
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def temp_bytes(fn, *args) -> int:
+    """Compiled temporary memory of ``jax.jit(fn)(*args)`` (XLA's memory_analysis)."""
+    import jax
+
+    return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
 def progress(iterable, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 

@@ -14,8 +14,6 @@ d = 2048).
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,21 +30,6 @@ def naive_vendi(x):
     lam = jnp.linalg.eigvalsh(z @ z.T / x.shape[0])
     lam = jnp.where(lam > 1e-10, lam, 1.0)
     return jnp.exp(-jnp.sum(lam * jnp.log(lam)))
-
-
-def best_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def temp_bytes(fn, x) -> int:
-    return int(jax.jit(fn).lower(x).compile().memory_analysis().temp_size_in_bytes)
 
 
 def package_kernel(x):
@@ -92,10 +75,10 @@ def main() -> int:
         xj = jnp.asarray(x)
 
         t = {
-            "entreg": best_time(lambda: ours_jit(xj), repeats),  # noqa: B023
-            "naive_jnp_kernel": best_time(lambda: naive_jit(xj), repeats),  # noqa: B023
-            "package_dual": best_time(lambda: vendi.score_dual(x64), repeats),  # noqa: B023
-            "package_kernel": best_time(lambda: package_kernel(x64), repeats),  # noqa: B023
+            "entreg": _harness.best_time(lambda: ours_jit(xj), repeats),  # noqa: B023
+            "naive_jnp_kernel": _harness.best_time(lambda: naive_jit(xj), repeats),  # noqa: B023
+            "package_dual": _harness.best_time(lambda: vendi.score_dual(x64), repeats),  # noqa: B023
+            "package_kernel": _harness.best_time(lambda: package_kernel(x64), repeats),  # noqa: B023
         }
         best = min(t["package_dual"], t["package_kernel"])
         best_path = "dual" if t["package_dual"] <= t["package_kernel"] else "kernel"
@@ -104,8 +87,8 @@ def main() -> int:
             "seconds": t,
             "package_best": best_path,
             "temp_bytes": {
-                "entreg": temp_bytes(entreg.vendi_score, xj),
-                "naive_jnp_kernel": temp_bytes(naive_vendi, xj),
+                "entreg": _harness.temp_bytes(entreg.vendi_score, xj),
+                "naive_jnp_kernel": _harness.temp_bytes(naive_vendi, xj),
             },
             "score": {"entreg_f32": float(ours_jit(xj)), "package_f64": ref},
         }
