@@ -83,28 +83,12 @@ def _forward(q, k, v, scale, causal, kv_len, bq, bk):
     )(q, k, v)
 
 
-def _dq_kernel(
-    q_ref,
-    k_ref,
-    v_ref,
-    do_ref,
-    lse_ref,
-    mean_ref,
-    delta_ref,
-    g_ref,
-    dq_ref,
-    *,
-    scale,
-    causal,
-    kv_len,
-    bq,
-    bk,
-    nk,
-):
+def _dq_kernel(*refs, scale, causal, kv_len, bq, bk, nk):
+    q_ref, k_ref, v_ref, do_ref, *row_refs, dq_ref = refs  # rows: lse, E[s], D, g
     qi = pl.program_id(2)
     q, do = q_ref[...], do_ref[...]
-    acc = lse_ref.dtype
-    rows = tuple(r[...][:, None] for r in (lse_ref, mean_ref, delta_ref, g_ref))
+    acc = row_refs[0].dtype
+    rows = tuple(r[...][:, None] for r in row_refs)
 
     def body(kj, dq):
         kb, vb = k_ref[pl.ds(kj * bk, bk), :], v_ref[pl.ds(kj * bk, bk), :]
@@ -117,34 +101,17 @@ def _dq_kernel(
     dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(
-    q_ref,
-    k_ref,
-    v_ref,
-    do_ref,
-    lse_ref,
-    mean_ref,
-    delta_ref,
-    g_ref,
-    dk_ref,
-    dv_ref,
-    *,
-    scale,
-    causal,
-    kv_len,
-    bq,
-    bk,
-    nq,
-):
+def _dkv_kernel(*refs, scale, causal, kv_len, bq, bk, nq):
+    q_ref, k_ref, v_ref, do_ref, *row_refs, dk_ref, dv_ref = refs  # rows: lse, E[s], D, g
     kj = pl.program_id(2)
     kb, vb = k_ref[...], v_ref[...]
-    acc = lse_ref.dtype
+    acc = row_refs[0].dtype
 
     def body(qi, carry):
         dk, dv = carry
         blk = pl.ds(qi * bq, bq)
         q, do = q_ref[blk, :], do_ref[blk, :]
-        rows = tuple(r[blk][:, None] for r in (lse_ref, mean_ref, delta_ref, g_ref))
+        rows = tuple(r[blk][:, None] for r in row_refs)
         s = _scores(q, kb, scale, acc, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk))
         dp = jax.lax.dot_general(do, vb, (((1,), (1,)), ((), ())), preferred_element_type=acc)
         p, ds = score_grads(s, dp, *rows)

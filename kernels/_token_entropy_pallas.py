@@ -51,24 +51,10 @@ def _forward_kernel(
     logp_ref[...], ent_ref[...], lse_ref[...], mean_ref[...] = zy - lse, ent, lse, mean_z
 
 
-def _dh_kernel(
-    h_ref,
-    w_ref,
-    y_ref,
-    tau_ref,
-    lse_ref,
-    mean_ref,
-    gl_ref,
-    ge_ref,
-    dh_ref,
-    dzz_ref,
-    *,
-    chunk,
-    nv,
-    valid_vocab,
-):
+def _dh_kernel(*refs, chunk, nv, valid_vocab):
+    h_ref, w_ref, y_ref, tau_ref, *row_refs, dh_ref, dzz_ref = refs  # rows: lse, E[z], g_l, g_H
     h, labels, tau = h_ref[...], y_ref[...], tau_ref[0]
-    rows = (lse_ref[...], mean_ref[...], gl_ref[...], ge_ref[...])
+    rows = tuple(r[...] for r in row_refs)
 
     def body(i, carry):
         dh, dzz = carry
@@ -85,22 +71,8 @@ def _dh_kernel(
     dzz_ref[...] = dzz
 
 
-def _dw_kernel(
-    h_ref,
-    w_ref,
-    y_ref,
-    tau_ref,
-    lse_ref,
-    mean_ref,
-    gl_ref,
-    ge_ref,
-    dw_ref,
-    *,
-    chunk,
-    bt,
-    nt,
-    valid_vocab,
-):
+def _dw_kernel(*refs, chunk, bt, nt, valid_vocab):
+    h_ref, w_ref, y_ref, tau_ref, *row_refs, dw_ref = refs  # rows: lse, E[z], g_l, g_H
     start = pl.program_id(0) * chunk
     w_c, tau = w_ref[...], tau_ref[0]
 
@@ -109,7 +81,7 @@ def _dw_kernel(
         h = h_ref[blk, :]
         z = jnp.dot(h, w_c, preferred_element_type=tau.dtype) / tau
         z, cols = mask_chunk(z, start, start, 0, valid_vocab)
-        rows = tuple(r[blk] for r in (lse_ref, mean_ref, gl_ref, ge_ref))
+        rows = tuple(r[blk] for r in row_refs)
         dz, _ = logit_grads(z, cols, y_ref[blk], *rows)
         tn = (((0,), (0,)), ((), ()))  # h^T dz
         return dw + jax.lax.dot_general(h, dz.astype(h.dtype), tn, preferred_element_type=tau.dtype)
