@@ -23,6 +23,7 @@ def _heads_major(x, groups: int):
 
 def reference_attention_with_entropy(query, key, value, *, mask=None, is_causal=False, scale=None):
     """Unfused reference on the materialized [B, N, T, S] attention map (float32 or wider)."""
+    squeeze = jnp.ndim(query) == 3
     q, k, v, mask, scale = _prepare(query, key, value, mask, scale)
     groups = q.shape[2] // k.shape[2]
     acc = jnp.promote_types(q.dtype, jnp.float32)
@@ -40,8 +41,9 @@ def reference_attention_with_entropy(query, key, value, *, mask=None, is_causal=
     p = jnp.where(vis, jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0)), 0.0)
     l_sum = jnp.sum(p, axis=-1, keepdims=True)
     p = p / jnp.where(l_sum > 0, l_sum, 1.0)
-    out = jnp.einsum("bnqk,bnkd->bqnd", p, _heads_major(v, groups).astype(acc))
-    return out.astype(q.dtype), attention_entropy(s, mask=vis)
+    out = jnp.einsum("bnqk,bnkd->bqnd", p, _heads_major(v, groups).astype(acc)).astype(q.dtype)
+    ent = attention_entropy(s, mask=vis)
+    return (out[0], ent[0]) if squeeze else (out, ent)
 
 
 def _prepare(query, key, value, mask, scale):

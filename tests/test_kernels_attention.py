@@ -164,6 +164,8 @@ def test_jit_vmap_and_unbatched_inputs():
     out, ent = jax.vmap(f)(q, k, v)  # unbatched [T, N, D] per example
     assert out.shape == (3, 7, 4, 8) and ent.shape == (3, 4, 7)
     assert_close((out, ent), oracle(q, k, v))
+    ref = kernels.reference_attention_with_entropy(q[0], k[0], v[0])
+    assert_close(ref, (out[0], ent[0]))
 
 
 def test_no_quadratic_temporaries():
