@@ -1,7 +1,9 @@
 """Fused, chunked and Pallas implementations of entreg functionals (as `entreg.kernels`).
 
-Each op has an unfused reference next to its implementations and an ``implementation=``
-argument; None picks the best one for the backend and falls back to the pure-JAX one.
+Each op has an unfused reference next to its implementations ("reference"), a pure-JAX blockwise
+one that every backend runs ("xla", the default) and Pallas kernels ("pallas": Triton lowering on
+GPU, interpret mode elsewhere), chosen by ``implementation=``. One test suite per op runs all
+three.
 """
 
 from .attention import attention_with_entropy, reference_attention_with_entropy
