@@ -25,13 +25,9 @@ from ._attention_xla import (
     key_blocks_for,
     query_blocks_from,
     score_grads,
+    scores,
     visible,
 )
-
-
-def _scores(qb, kb, scale, acc, vis):
-    s = jax.lax.dot_general(qb, kb, (((1,), (1,)), ((), ())), preferred_element_type=acc)
-    return jnp.where(vis, s * scale, -jnp.inf)
 
 
 def _row(bq):
@@ -56,7 +52,7 @@ def _forward_kernel(
 
     def body(kj, carry):
         kb, vb = k_ref[pl.ds(kj * bk, bk), :], v_ref[pl.ds(kj * bk, bk), :]
-        s = _scores(q, kb, scale, acc, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk))
+        s = scores(q, kb, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
         return attend_block(*carry, s, vb, acc)
 
     state, o = jax.lax.fori_loop(
@@ -92,7 +88,7 @@ def _dq_kernel(*refs, scale, causal, kv_len, bq, bk, nk):
 
     def body(kj, dq):
         kb, vb = k_ref[pl.ds(kj * bk, bk), :], v_ref[pl.ds(kj * bk, bk), :]
-        s = _scores(q, kb, scale, acc, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk))
+        s = scores(q, kb, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
         dp = jax.lax.dot_general(do, vb, (((1,), (1,)), ((), ())), preferred_element_type=acc)
         _, ds = score_grads(s, dp, *rows)
         return dq + jnp.dot(ds.astype(kb.dtype), kb, preferred_element_type=acc)
@@ -112,7 +108,7 @@ def _dkv_kernel(*refs, scale, causal, kv_len, bq, bk, nq):
         blk = pl.ds(qi * bq, bq)
         q, do = q_ref[blk, :], do_ref[blk, :]
         rows = tuple(r[blk][:, None] for r in row_refs)
-        s = _scores(q, kb, scale, acc, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk))
+        s = scores(q, kb, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
         dp = jax.lax.dot_general(do, vb, (((1,), (1,)), ((), ())), preferred_element_type=acc)
         p, ds = score_grads(s, dp, *rows)
         t = (((0,), (0,)), ((), ()))  # contract the query rows: p^T dO, dS^T q

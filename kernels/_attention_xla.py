@@ -46,7 +46,8 @@ def visible(mask, causal: bool, kv_len: int, q0, k0, bq: int, bk: int):
     return vis
 
 
-def _scores(qb, kb, vis, scale, acc):
+def scores(qb, kb, vis, scale, acc):
+    """Scaled scores [.., bq, bk] in the accumulation dtype, -inf where not visible."""
     s = jnp.einsum("...qd,...kd->...qk", qb, kb, preferred_element_type=acc) * scale
     return jnp.where(vis, s, -jnp.inf)
 
@@ -111,7 +112,7 @@ def _forward(q, k, v, mask, scale, causal, kv_len, bq, bk):
 
         def body(kj, carry):
             vis = visible(mask, causal, kv_len, qi * bq, kj * bk, bq, bk)
-            s = _scores(qb, _block(k, kj * bk, bk), vis, scale, acc)
+            s = scores(qb, _block(k, kj * bk, bk), vis, scale, acc)
             return attend_block(*carry, s, _block(v, kj * bk, bk), acc)
 
         init = init_state((b, n, bq), d, acc)
@@ -152,7 +153,7 @@ def _bwd(scale, causal, kv_len, bq, bk, res, cotangents):
             lse_b, mean_b, delta_b, g_b = (
                 _block(x[..., None], qi * bq, bq) for x in (lse, mean_s, delta, g)
             )
-            s = _scores(qb, kb, visible(mask, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
+            s = scores(qb, kb, visible(mask, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
             dp = jnp.einsum("bnqd,bnkd->bnqk", dob, vb, preferred_element_type=acc)
             p, ds = score_grads(s, dp, lse_b, mean_b, delta_b, g_b)
             p, ds = p.astype(q.dtype), ds.astype(q.dtype)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 
-from entreg import _checks
-from entreg.attention import attention_entropy, visible_keys
+from entreg import _checks, _masked
+from entreg.attention import visible_keys
 
 from . import _attention_pallas, _attention_xla, _pallas
 
@@ -34,15 +33,10 @@ def reference_attention_with_entropy(query, key, value, *, mask=None, is_causal=
         preferred_element_type=acc,
     )
     s = s * scale
-    vis = visible_keys(s.shape, mask, is_causal)
-    vis = jnp.ones(s.shape, bool) if vis is None else vis
-    s = jnp.where(vis, s, -jnp.inf)
-    m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
-    p = jnp.where(vis, jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0)), 0.0)
-    l_sum = jnp.sum(p, axis=-1, keepdims=True)
-    p = p / jnp.where(l_sum > 0, l_sum, 1.0)
-    out = jnp.einsum("bnqk,bnkd->bqnd", p, _heads_major(v, groups).astype(acc)).astype(q.dtype)
-    ent = attention_entropy(s, mask=vis)
+    # The project's masked softmax: rows with no visible key are all-zero with zero gradient.
+    d = _masked.log_softmax(s, visible_keys(s.shape, mask, is_causal), -1)
+    out = jnp.einsum("bnqk,bnkd->bqnd", d.p, _heads_major(v, groups).astype(acc)).astype(q.dtype)
+    ent = _masked.entropy_of(d, -1)
     return (out[0], ent[0]) if squeeze else (out, ent)
 
 
