@@ -1,9 +1,9 @@
 """Fused, chunked and Pallas implementations of entreg functionals (as `entreg.kernels`).
 
 Each op has an unfused reference next to its implementations ("reference"), a pure-JAX blockwise
-one that every backend runs ("xla", the default) and Pallas kernels ("pallas": Triton lowering on
-GPU, interpret mode elsewhere), chosen by ``implementation=``. One test suite per op runs all
-three.
+one that every backend runs ("xla", the default) and Pallas kernels: "mosaic" (Mosaic GPU for
+Hopper; emulated elsewhere, `_mosaic.py`) and "triton" (Triton lowering on GPU, interpret mode
+elsewhere), chosen by ``implementation=``. One test suite per op runs all four.
 """
 
 from .attention import attention_with_entropy, reference_attention_with_entropy

@@ -22,13 +22,20 @@ import jax.numpy as jnp
 
 def finite_or_zero(m):
     """The max to shift by: 0 while no finite logit has been seen (every term is 0 then)."""
-    return jnp.where(jnp.isfinite(m), m, 0.0)
+    return jnp.where(m > -jnp.inf, m, 0.0)
+
+
+def spread(x, shape, axis: int = -1):
+    """Broadcast ``x``, reduced along ``axis``, back to ``shape`` (one broadcast_in_dim: Mosaic
+    GPU lowers that from a row layout, not an expand_dims to a unit axis)."""
+    axis = axis % len(shape)
+    return jax.lax.broadcast_in_dim(x, shape, [d for d in range(len(shape)) if d != axis])
 
 
 def block_state(z, axis: int = -1):
     """(m, s, u) of ``z`` along ``axis`` and the weights e^(z - m) (0 at -inf logits)."""
     m = jnp.max(z, axis=axis)
-    shift = jnp.expand_dims(finite_or_zero(m), axis)
+    shift = spread(finite_or_zero(m), z.shape, axis)
     e = jnp.exp(z - shift)
     u = jnp.sum(jnp.where(e > 0, e * (z - shift), 0.0), axis=axis)
     return (m, jnp.sum(e, axis=axis), u), e

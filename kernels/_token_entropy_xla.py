@@ -52,20 +52,25 @@ def mask_chunk(z, start, nominal, offset, valid_vocab: int):
 
 
 def fold_chunk(state, zy, z, cols, labels):
-    """Fold one chunk's logits into the online state and the label logit z_y."""
+    """Fold one chunk's logits z [T, C] (global column ids ``cols`` [C] or [T, C]) into the
+    online state and the label logit z_y."""
     state, _, _ = _online.merge(state, _online.block_state(z)[0])
-    hit = cols[None, :] == labels[:, None]
+    hit = cols == _online.spread(labels, z.shape)
     return state, jnp.maximum(zy, jnp.max(jnp.where(hit, z, -jnp.inf), axis=-1))
 
 
 def logit_grads(z, cols, labels, lse, mean_z, g_logp, g_ent):
     """dz [T, C] of one chunk, dz_v = g_l (1[v = y] - p_v) - g_H p_v (z_v - E[z]), and each
-    row's sum over finite z of dz z (for d/dtau, since dz/dtau = -z / tau)."""
-    p = jnp.exp(z - lse[:, None])
-    dev = jnp.where(p > 0, z - mean_z[:, None], 0.0)
+    row's sum over finite z of dz z (for d/dtau, since dz/dtau = -z / tau). Row quantities are
+    [T]; ``cols`` is [C] or [T, C]."""
+    lse, mean_z, g_logp, g_ent, labels = (
+        _online.spread(x, z.shape) for x in (lse, mean_z, g_logp, g_ent, labels)
+    )
+    p = jnp.exp(z - lse)
+    dev = jnp.where(p > 0, z - mean_z, 0.0)
     # An invalid label column is -inf in the forward: it gets no gradient.
-    hit = ((cols[None, :] == labels[:, None]) & (p > 0)).astype(z.dtype)
-    dz = g_logp[:, None] * (hit - p) - g_ent[:, None] * p * dev
+    hit = jnp.where((cols == labels) & (p > 0), 1.0, 0.0)
+    dz = g_logp * (hit - p) - g_ent * p * dev
     return dz, jnp.sum(jnp.where(p > 0, dz * z, 0.0), axis=-1)
 
 

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 from entreg import _checks, _masked
 from entreg.attention import visible_keys
 
-from . import _attention_pallas, _attention_xla, _pallas
+from . import _attention_mosaic, _attention_triton, _attention_xla, _mosaic, _triton
 
-IMPLEMENTATIONS = ("xla", "pallas", "reference")
+IMPLEMENTATIONS = ("xla", "mosaic", "triton", "reference")
 
 
 def _heads_major(x, groups: int):
@@ -108,11 +108,14 @@ def attention_with_entropy(
         skipped.
       scale: logit scale, default 1 / sqrt(D).
       block_q, block_k: query and key rows per block (static; capped at T and S).
-      implementation: ``"xla"`` (blockwise, every backend), ``"pallas"`` (Pallas kernels:
-        Triton lowering on GPU, interpret mode elsewhere; no dense ``mask``), ``"reference"``
-        (materialized map, for tests) or None: ``"xla"``, which every backend runs. The Pallas
-        kernels have been verified in interpret mode and by lowering for CUDA, not yet run on a
-        GPU, so they are not the GPU default yet.
+      implementation: ``"xla"`` (blockwise, every backend), ``"mosaic"`` (Pallas Mosaic GPU
+        kernels for Hopper: 64 x 64 tiles, TMA, wgmma; bfloat16 / float16 inputs; emulated
+        off-GPU), ``"triton"`` (portable Pallas kernels: Triton lowering on GPU, interpret
+        mode elsewhere), ``"reference"`` (materialized map, for tests) or None: ``"xla"``,
+        which every backend runs. The Pallas kernels take no dense ``mask`` (``is_causal``
+        only) and are verified off-GPU (emulation or interpret mode, and lowering for CUDA),
+        not yet run on a GPU, so they are not the GPU default yet. ``block_q`` and ``block_k``
+        apply to "xla" and "triton".
 
     Returns:
       ``(output, entropy)``: output like ``query`` (accumulated in float32), entropy
@@ -125,10 +128,12 @@ def attention_with_entropy(
     impl = _checks.choice(
         "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
     )
-    if impl == "pallas" and mask is not None:
+    if impl in ("mosaic", "triton") and mask is not None:
         raise ValueError(
-            "implementation='pallas' takes no dense `mask` (is_causal only): use 'xla' for it."
+            f"implementation={impl!r} takes no dense `mask` (is_causal only): use 'xla' for it."
         )
+    if impl == "mosaic":
+        _mosaic.check_operands("query", q)
     if impl == "reference":
         out, ent = reference_attention_with_entropy(
             q, k, v, mask=mask, is_causal=is_causal, scale=scale
@@ -140,7 +145,10 @@ def attention_with_entropy(
 
 def _blockwise(q, k, v, mask, causal, scale, block_q, block_k, impl):
     t, s = q.shape[1], k.shape[1]
-    bq, bk = min(block_q, t), min(block_k, s)
+    if impl == "mosaic":  # fixed 64 x 64 tiles, even for shorter sequences
+        bq = bk = _mosaic.TILE
+    else:
+        bq, bk = min(block_q, t), min(block_k, s)
     tp, sp = -(-t // bq) * bq, -(-s // bk) * bk
     groups = q.shape[2] // k.shape[2]
     qh = jnp.pad(jnp.swapaxes(q, 1, 2), ((0, 0), (0, 0), (0, tp - t), (0, 0)))
@@ -160,10 +168,14 @@ def _blockwise(q, k, v, mask, causal, scale, block_q, block_k, impl):
     if impl == "xla":
         out, ent = _attention_xla.attention(qh, kh, vh, mask, scale, bool(causal), s, bq, bk)
     else:
-        # Triton tiles want a power-of-two head dim: zero columns change no score or output.
+        # Triton tiles want a power-of-two head dim, Mosaic's 128-byte rows a multiple of 64:
+        # zero columns change no score or output.
         d = q.shape[-1]
-        dp = _pallas.pow2(d)
+        dp = _mosaic.round_up(d) if impl == "mosaic" else _triton.pow2(d)
         qh, kh, vh = (jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, dp - d))) for x in (qh, kh, vh))
-        out, ent = _attention_pallas.attention(qh, kh, vh, scale, bool(causal), s, bq, bk)
+        if impl == "mosaic":
+            out, ent = _attention_mosaic.attention(qh, kh, vh, scale, bool(causal), s)
+        else:
+            out, ent = _attention_triton.attention(qh, kh, vh, scale, bool(causal), s, bq, bk)
         out = out[..., :d]
     return jnp.swapaxes(out[:, :, :t], 1, 2), ent[:, :, :t]

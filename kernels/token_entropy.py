@@ -9,9 +9,9 @@ import jax.numpy as jnp
 
 from entreg import _checks
 
-from . import _pallas, _token_entropy_pallas, _token_entropy_xla
+from . import _mosaic, _token_entropy_mosaic, _token_entropy_triton, _token_entropy_xla, _triton
 
-IMPLEMENTATIONS = ("xla", "pallas", "reference")
+IMPLEMENTATIONS = ("xla", "mosaic", "triton", "reference")
 
 
 def reference_log_probs_and_entropy(
@@ -73,11 +73,14 @@ def linear_log_probs_and_entropy(
         ``valid_vocab`` counts the whole vocabulary. Each device sweeps its own columns; the
         partial states merge by a pmax of the max and a psum of the rescaled sums (O(T)
         communication), and the backward psums dh. Outputs are replicated over the axis.
-      implementation: ``"xla"`` (chunked, every backend), ``"pallas"`` (Pallas kernels: Triton
-        lowering on GPU, interpret mode elsewhere; no ``vocab_axis``), ``"reference"``
-        (materialized logits, for tests), or None: ``"xla"``, which every backend runs. The
-        Pallas kernels are verified in interpret mode and by lowering for CUDA, not yet run on
-        a GPU, so they are not the GPU default yet.
+      implementation: ``"xla"`` (chunked, every backend), ``"mosaic"`` (Pallas Mosaic GPU
+        kernels for Hopper: 64 x 64 tiles, wgmma, a backward that scatter-adds dh and dW with
+        TMA reductions; bfloat16 / float16 ``hidden`` and ``weight``; emulated off-GPU),
+        ``"triton"`` (portable Pallas kernels: Triton lowering on GPU, interpret mode
+        elsewhere), ``"reference"`` (materialized logits, for tests), or None: ``"xla"``, which
+        every backend runs. The Pallas kernels are verified off-GPU (emulation or interpret
+        mode, and lowering for CUDA), not yet run on a GPU, so they are not the GPU default.
+        Neither takes ``vocab_axis``; ``chunk_size`` applies to "xla" and "triton".
 
     Returns:
       ``(log_probs, entropy)``, each [...], float32 (float64 under x64 with float64 inputs).
@@ -115,8 +118,15 @@ def linear_log_probs_and_entropy(
     impl = _checks.choice(
         "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
     )
-    if impl == "pallas" and vocab_axis is not None:
-        raise ValueError("implementation='pallas' takes no `vocab_axis`: use 'xla' for it.")
+    if impl in ("mosaic", "triton") and vocab_axis is not None:
+        raise ValueError(f"implementation={impl!r} takes no `vocab_axis`: use 'xla' for it.")
+    if impl == "mosaic":
+        _mosaic.check_operands("hidden", h)
+        if w.dtype != h.dtype:
+            raise TypeError(
+                f"implementation='mosaic' needs `weight` in the dtype of `hidden` ({h.dtype}), "
+                f"got {w.dtype}."
+            )
     if impl == "reference":
         return reference_log_probs_and_entropy(
             hidden,
@@ -136,21 +146,38 @@ def linear_log_probs_and_entropy(
         logp, ent = _token_entropy_xla.log_probs_and_entropy(
             h, w, labels, tau, int(valid_vocab), int(chunk), vocab_axis
         )
+    elif impl == "mosaic":
+        logp, ent = _mosaic_padded(h, w, labels, tau, int(valid_vocab))
     else:
-        logp, ent = _pallas_padded(h, w, labels, tau, int(valid_vocab), chunk_size)
+        logp, ent = _triton_padded(h, w, labels, tau, int(valid_vocab), chunk_size)
     return logp.reshape(batch), ent.reshape(batch)
 
 
-def _pallas_padded(h, w, labels, tau, valid_vocab: int, chunk_size: int):
+def _mosaic_padded(h, w, labels, tau, valid_vocab: int):
+    """Pads T, H and V to whole 64-tiles (zero rows and columns; label -1 on padded tokens,
+    -inf logits past valid_vocab). W is copied only when V or H is not a multiple of 64."""
+    (t, hd), v = h.shape, w.shape[1]
+    tp, hp, vp = (_mosaic.round_up(n) for n in (t, hd, v))
+    h = jnp.pad(h, ((0, tp - t), (0, hp - hd)))
+    if (hp, vp) != w.shape:
+        w = jnp.pad(w, ((0, hp - hd), (0, vp - v)))
+    labels = jnp.pad(labels.astype(jnp.int32), (0, tp - t), constant_values=-1)
+    logp, ent = _token_entropy_mosaic.log_probs_and_entropy(
+        h, w, labels, tau.astype(jnp.float32), valid_vocab
+    )
+    return logp[:t], ent[:t]
+
+
+def _triton_padded(h, w, labels, tau, valid_vocab: int, chunk_size: int):
     """Pads to Triton-friendly tiles: tokens to blocks of bt (label -1: no column), H to a power
     of two (zero rows change no logit), V to whole chunks (-inf past valid_vocab)."""
     (t, hd), v = h.shape, w.shape[1]
-    chunk, bt, hp = _pallas.pow2(min(chunk_size, v)), min(128, _pallas.pow2(t)), _pallas.pow2(hd)
+    chunk, bt, hp = _triton.pow2(min(chunk_size, v)), min(128, _triton.pow2(t)), _triton.pow2(hd)
     tp, vp = -(-t // bt) * bt, -(-v // chunk) * chunk
     h = jnp.pad(h, ((0, tp - t), (0, hp - hd)))
     w = jnp.pad(w, ((0, hp - hd), (0, vp - v)))
     labels = jnp.pad(labels, (0, tp - t), constant_values=-1)
-    logp, ent = _token_entropy_pallas.log_probs_and_entropy(
+    logp, ent = _token_entropy_triton.log_probs_and_entropy(
         h, w, labels, tau, valid_vocab, chunk, bt
     )
     return logp[:t], ent[:t]

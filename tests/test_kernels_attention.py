@@ -9,7 +9,11 @@ from jax.test_util import check_grads
 
 from entreg import kernels
 
-IMPLS = ["xla", "pallas", "reference"]  # pallas runs in interpret mode off-GPU
+IMPLS = [
+    "xla",
+    "triton",
+    "reference",
+]  # triton and mosaic kernels run in interpret mode / emulation off-GPU
 DENSE_MASK_IMPLS = ["xla", "reference"]
 
 
@@ -61,7 +65,7 @@ def test_matches_oracle_odd_lengths_gqa_and_masks(impl, causal, blocks):
     q, k, v = qkv()
     kw = dict(is_causal=causal, block_q=blocks[0], block_k=blocks[1], implementation=impl)
     assert_close(kernels.attention_with_entropy(q, k, v, **kw), oracle(q, k, v, causal=causal))
-    if impl == "pallas":
+    if impl == "triton":
         return  # causal only; a dense mask raises (test_errors_name_the_argument)
     pad = padding_mask()
     got = kernels.attention_with_entropy(q, k, v, mask=pad, **kw)
@@ -114,7 +118,7 @@ def test_bf16_inputs(impl):
 def test_gradients_of_both_outputs(impl):
     q, k, v = qkv(t=4, s=5, n=2, kv=1, d=3, b=1, seed=4)
     mask = None
-    if impl != "pallas":
+    if impl != "triton":
         mask = np.ones((1, 1, 4, 5), bool)
         mask[..., 1, :] = False  # a fully masked row: zero gradient, checked by differences
     w = np.random.default_rng(5).normal(size=(1, 4, 2, 3))
@@ -128,7 +132,7 @@ def test_gradients_of_both_outputs(impl):
     check_grads(jax.jit(f), (q, k, v), order=1, modes=["rev"])
 
 
-@pytest.mark.parametrize("impl, masked", [("xla", True), ("pallas", False)])
+@pytest.mark.parametrize("impl, masked", [("xla", True), ("triton", False)])
 def test_blockwise_gradient_equals_reference_gradient(impl, masked):
     q, k, v = qkv(t=9, s=10, seed=6)
     mask = padding_mask(s=10, lengths=(10, 3)) if masked else None
@@ -195,27 +199,127 @@ def test_errors_name_the_argument():
     with pytest.raises(TypeError, match="query"):
         kernels.attention_with_entropy(q.astype(int), k, v)
     with pytest.raises(ValueError, match="implementation"):
-        kernels.attention_with_entropy(q, k, v, implementation="triton")
+        kernels.attention_with_entropy(q, k, v, implementation="cuda")
     with pytest.raises(ValueError, match="mask"):
-        kernels.attention_with_entropy(q, k, v, mask=padding_mask(), implementation="pallas")
+        kernels.attention_with_entropy(q, k, v, mask=padding_mask(), implementation="triton")
 
 
-def test_pallas_kernels_lower_for_cuda(monkeypatch):
+def test_triton_kernels_lower_for_cuda(monkeypatch):
     """Without a GPU: the Pallas forward and both backward kernels lower to Triton calls for
     CUDA (cross-platform lowering; compiling and running them needs the GPU)."""
     plt = pytest.importorskip("jax.experimental.pallas.triton")
-    from entreg.kernels import _pallas
+    from entreg.kernels import _triton
 
     monkeypatch.setattr(
-        _pallas, "compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
+        _triton, "compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
     )
     x = jax.ShapeDtypeStruct((1, 128, 2, 64), jnp.bfloat16)
 
     def loss(a, b, c):
         out, ent = kernels.attention_with_entropy(
-            a, b, c, is_causal=True, block_q=64, block_k=64, implementation="pallas"
+            a, b, c, is_causal=True, block_q=64, block_k=64, implementation="triton"
         )
         return out.astype(jnp.float32).sum() + ent.sum()
 
     lowered = jax.jit(jax.grad(loss, (0, 1, 2))).trace(x, x, x).lower(lowering_platforms=("cuda",))
     assert lowered.as_text().count("xla.gpu.triton") == 3
+
+
+# implementation="mosaic": bf16 / f16 only, so its tests compare with the float64 oracle on the
+# bf16-rounded inputs (the emulation runs the kernel bodies on CPU; see kernels/_mosaic.py).
+
+
+def bf16(*xs):
+    return tuple(jnp.asarray(x, jnp.bfloat16) for x in xs)
+
+
+def f64(*xs):
+    return tuple(np.asarray(x, np.float64) for x in xs)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mosaic_matches_oracle_with_padding_gqa_and_odd_head_dim(causal):
+    """T = 70, S = 100 (not whole 64-tiles), 4 query heads on 2 key heads, D = 40 (padded)."""
+    q, k, v = bf16(*qkv(t=70, s=100, n=4, kv=2, d=40, b=1, seed=6))
+    out, ent = kernels.attention_with_entropy(q, k, v, is_causal=causal, implementation="mosaic")
+    want = oracle(*f64(q, k, v), causal=causal)
+    assert out.dtype == jnp.bfloat16 and ent.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out, np.float64), want[0], atol=2e-2)
+    np.testing.assert_allclose(ent, want[1], atol=2e-5)
+
+
+@pytest.mark.parametrize("scale", [1e4, -1e4])
+def test_mosaic_extreme_logits(scale):
+    q, k, v = bf16(*qkv(t=20, s=30, n=2, kv=2, d=16, b=1, seed=7))
+    out, ent = kernels.attention_with_entropy(q, k, v, scale=scale, implementation="mosaic")
+    want = oracle(*f64(q, k, v), scale=scale)
+    np.testing.assert_allclose(np.asarray(out, np.float64), want[0], atol=2e-2)
+    np.testing.assert_allclose(ent, want[1], atol=1e-3)
+    g = jax.jit(
+        jax.grad(
+            lambda a: kernels.attention_with_entropy(a, k, v, scale=scale, implementation="mosaic")[
+                1
+            ].sum()
+        )
+    )(q)
+    assert np.isfinite(np.asarray(g, np.float32)).all()
+
+
+def test_mosaic_gradients_of_both_outputs_match_float64_reference():
+    q, k, v = bf16(*qkv(t=70, s=80, n=2, kv=1, d=32, b=1, seed=8))
+    r = np.random.default_rng(9)
+    w, gw = r.normal(size=(1, 70, 2, 32)), r.normal(size=(1, 2, 70))
+
+    def loss(impl):
+        def f(a, b, c):
+            out, ent = kernels.attention_with_entropy(a, b, c, is_causal=True, implementation=impl)
+            return jnp.sum(out.astype(jnp.float64) * w) + jnp.sum(ent * gw)
+
+        return f
+
+    got = jax.jit(jax.grad(loss("mosaic"), (0, 1, 2)))(q, k, v)
+    want = jax.grad(loss("reference"), (0, 1, 2))(*f64(q, k, v))
+    for g, x in zip(got, want, strict=True):
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(g, np.float64), x, atol=2e-2 * np.abs(x).max())
+
+
+def test_mosaic_errors_name_the_argument():
+    q, k, v = qkv(t=8, s=8)
+    with pytest.raises(TypeError, match="query"):
+        kernels.attention_with_entropy(q, k, v, implementation="mosaic")
+    with pytest.raises(ValueError, match="mask"):
+        kernels.attention_with_entropy(
+            *bf16(q, k, v), mask=padding_mask(s=8, lengths=(8, 4)), implementation="mosaic"
+        )
+
+
+def test_mosaic_kernels_lower_for_cuda(monkeypatch):
+    """Without a GPU: the forward, dq and dk/dv kernels lower to Mosaic GPU calls for CUDA
+    (layouts, tiling and swizzling are checked here; compiling to PTX needs the GPU)."""
+    from entreg.kernels import _mosaic
+
+    monkeypatch.setattr(_mosaic, "platform", _mosaic.Hopper)
+    x = jax.ShapeDtypeStruct((1, 200, 2, 64), jnp.bfloat16)
+
+    def loss(a, b, c):
+        out, ent = kernels.attention_with_entropy(a, b, c, is_causal=True, implementation="mosaic")
+        return out.astype(jnp.float32).sum() + ent.sum()
+
+    lowered = jax.jit(jax.grad(loss, (0, 1, 2))).trace(x, x, x).lower(lowering_platforms=("cuda",))
+    assert lowered.as_text().count("custom_call @mosaic_gpu") == 3
+
+
+def test_mosaic_needs_hopper(monkeypatch):
+    """On a GPU older than sm_90 implementation='mosaic' says so instead of failing to compile."""
+    from types import SimpleNamespace
+
+    from entreg.kernels import _mosaic
+
+    gpu = SimpleNamespace(compute_capability="8.0", device_kind="NVIDIA A100")
+    monkeypatch.setattr(_mosaic.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(_mosaic.jax, "devices", lambda: [gpu])
+    with pytest.raises(ValueError, match="Hopper"):
+        _mosaic.platform()
+    gpu.compute_capability = "9.0"
+    assert type(_mosaic.platform()) is _mosaic.Hopper

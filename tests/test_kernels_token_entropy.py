@@ -9,7 +9,11 @@ from jax.test_util import check_grads
 
 from entreg import kernels
 
-IMPLS = ["xla", "pallas", "reference"]  # pallas runs in interpret mode off-GPU
+IMPLS = [
+    "xla",
+    "triton",
+    "reference",
+]  # triton and mosaic kernels run in interpret mode / emulation off-GPU
 
 
 def oracle(h, w, y, tau=1.0, valid=None):
@@ -137,7 +141,7 @@ def test_gradients_of_both_outputs(impl):
     check_grads(jax.jit(f), (h, w, 0.8), order=1, modes=["rev"])
 
 
-@pytest.mark.parametrize("impl", ["xla", "pallas"])
+@pytest.mark.parametrize("impl", ["xla", "triton"])
 def test_fused_gradient_equals_reference_gradient(impl):
     h, w, y = inputs(v=45, seed=5)
 
@@ -229,17 +233,17 @@ def test_vocab_axis_must_be_in_scope():
     with pytest.raises(ValueError, match="vocab_axis"):
         kernels.linear_log_probs_and_entropy(h, w, y, vocab_axis="vocab")
     with pytest.raises(ValueError, match="vocab_axis"):
-        kernels.linear_log_probs_and_entropy(h, w, y, vocab_axis="v", implementation="pallas")
+        kernels.linear_log_probs_and_entropy(h, w, y, vocab_axis="v", implementation="triton")
 
 
-def test_pallas_kernels_lower_for_cuda(monkeypatch):
+def test_triton_kernels_lower_for_cuda(monkeypatch):
     """Without a GPU: the Pallas forward, dh and dW kernels lower to Triton calls for CUDA
     (cross-platform lowering; compiling and running them needs the GPU)."""
     plt = pytest.importorskip("jax.experimental.pallas.triton")
-    from entreg.kernels import _pallas
+    from entreg.kernels import _triton
 
     monkeypatch.setattr(
-        _pallas, "compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
+        _triton, "compiler_params", lambda: {"compiler_params": plt.CompilerParams()}
     )
     h = jax.ShapeDtypeStruct((256, 64), jnp.bfloat16)
     w = jax.ShapeDtypeStruct((64, 1000), jnp.bfloat16)
@@ -247,9 +251,110 @@ def test_pallas_kernels_lower_for_cuda(monkeypatch):
 
     def loss(a, b, lab):
         lp, ent = kernels.linear_log_probs_and_entropy(
-            a, b, lab, chunk_size=256, implementation="pallas"
+            a, b, lab, chunk_size=256, implementation="triton"
         )
         return lp.sum() + ent.sum()
 
     lowered = jax.jit(jax.grad(loss, (0, 1))).trace(h, w, y).lower(lowering_platforms=("cuda",))
     assert lowered.as_text().count("xla.gpu.triton") == 3
+
+
+# implementation="mosaic": bf16 / f16 only, so its tests compare with the float64 oracle on the
+# bf16-rounded inputs (the emulation runs the kernel bodies on CPU; see kernels/_mosaic.py).
+
+
+def bf16(*xs):
+    return tuple(jnp.asarray(x, jnp.bfloat16) for x in xs)
+
+
+def f64(*xs):
+    return tuple(np.asarray(x, np.float64) for x in xs)
+
+
+def test_mosaic_matches_oracle_odd_sizes_temperature_and_masked_vocabulary():
+    """T = 70, H = 72, V = 201: none a whole 64-tile; columns >= 190 masked; an invalid label."""
+    h, w, y = inputs(t=70, hdim=72, v=201, scale=0.3, seed=10, batch=())
+    y[3] = 195  # a masked column: log-prob -inf, no gradient
+    h, w = bf16(h, w)
+    lp, ent = kernels.linear_log_probs_and_entropy(
+        h, w, y, temperature=0.7, valid_vocab=190, implementation="mosaic"
+    )
+    want = oracle(*f64(h, w), y, tau=0.7, valid=190)
+    assert lp.dtype == ent.dtype == jnp.float32 and lp[3] == -np.inf
+    np.testing.assert_allclose(lp, want[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ent, want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_mosaic_gradients_of_both_outputs_match_float64_reference():
+    h, w, y = inputs(t=70, hdim=72, v=130, scale=0.3, seed=11, batch=())
+    h, w = bf16(h, w)
+    r = np.random.default_rng(12)
+    gl, ge = r.normal(size=70), r.normal(size=70)
+
+    def loss(impl):
+        def f(a, b, tau):
+            lp, ent = kernels.linear_log_probs_and_entropy(
+                a, b, y, temperature=tau, valid_vocab=120, implementation=impl
+            )
+            return jnp.sum(lp * gl) + jnp.sum(ent * ge)
+
+        return f
+
+    y[y >= 120] = 5
+    got = jax.jit(jax.grad(loss("mosaic"), (0, 1, 2)))(h, w, 0.8)
+    want = jax.grad(loss("reference"), (0, 1, 2))(*f64(h, w), 0.8)
+    for g, x in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g, np.float64), x, atol=1e-2 * np.abs(x).max())
+
+
+@pytest.mark.parametrize("offset", [1e4, -1e4])
+def test_mosaic_extreme_logits(offset):
+    """A constant +-1e4 on every logit (exact in bf16 as 100 x 100) leaves log-probs and
+    entropy unchanged up to float32 spacing at 1e4."""
+    h, w, y = inputs(t=10, hdim=8, v=70, scale=2.0, seed=13, batch=())
+    h = np.concatenate([h, np.full((10, 1), 100.0)], -1)
+    w = np.concatenate([w, np.full((1, 70), offset / 100)], 0)
+    h, w = bf16(h, w)
+    lp, ent = kernels.linear_log_probs_and_entropy(h, w, y, implementation="mosaic")
+    want = oracle(*f64(h, w), y)
+    np.testing.assert_allclose(lp, want[0], atol=5e-3)
+    np.testing.assert_allclose(ent, want[1], atol=5e-3)
+    g = jax.jit(
+        jax.grad(
+            lambda a: kernels.linear_log_probs_and_entropy(a, w, y, implementation="mosaic")[
+                1
+            ].sum()
+        )
+    )(h)
+    assert np.isfinite(np.asarray(g, np.float32)).all()
+
+
+def test_mosaic_errors_name_the_argument():
+    h, w, y = inputs(batch=())
+    with pytest.raises(TypeError, match="hidden"):
+        kernels.linear_log_probs_and_entropy(h, w, y, implementation="mosaic")
+    with pytest.raises(TypeError, match="weight"):
+        kernels.linear_log_probs_and_entropy(
+            *bf16(h), w.astype(np.float16), y, implementation="mosaic"
+        )
+    with pytest.raises(ValueError, match="vocab_axis"):
+        kernels.linear_log_probs_and_entropy(
+            *bf16(h, w), y, vocab_axis="v", implementation="mosaic"
+        )
+
+
+def test_mosaic_kernels_lower_for_cuda(monkeypatch):
+    """Without a GPU: the forward and the scatter-add backward lower to Mosaic GPU calls."""
+    from entreg.kernels import _mosaic
+
+    monkeypatch.setattr(_mosaic, "platform", _mosaic.Hopper)
+    h = jax.ShapeDtypeStruct((200, 96), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((96, 1000), jnp.bfloat16)
+    y = jax.ShapeDtypeStruct((200,), jnp.int32)
+
+    def loss(a, b, lab):
+        lp, ent = kernels.linear_log_probs_and_entropy(a, b, lab, implementation="mosaic")
+        return lp.sum() + ent.sum()
+
+    lowered = jax.jit(jax.grad(loss, (0, 1))).trace(h, w, y).lower(lowering_platforms=("cuda",))
+    assert lowered.as_text().count("custom_call @mosaic_gpu") == 2

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from . import _online, _pallas
+from . import _online, _triton
 from ._token_entropy_xla import accumulation_dtype, fold_chunk, init_state, logit_grads, mask_chunk
 
 
@@ -102,7 +102,7 @@ def _forward(h, weight, labels, tau, valid_vocab, chunk, bt):
         in_specs=[_tile(bt, hd), _whole(weight.shape), _tile(bt), _whole((1,))],
         out_specs=[_tile(bt)] * 4,
         out_shape=[rows] * 4,
-        **_pallas.compiler_params(),
+        **_triton.compiler_params(),
     )(h, weight, labels, tau[None])
 
 
@@ -130,7 +130,7 @@ def _bwd(valid_vocab, chunk, bt, res, cotangents):
         in_specs=[_tile(bt, hd), _whole(weight.shape), _tile(bt), _whole((1,))] + [_tile(bt)] * 4,
         out_specs=[_tile(bt, hd), _tile(bt)],
         out_shape=[jax.ShapeDtypeStruct(h.shape, h.dtype), jax.ShapeDtypeStruct((t,), tau.dtype)],
-        **_pallas.compiler_params(),
+        **_triton.compiler_params(),
     )(*args)
     dw = pl.pallas_call(
         functools.partial(_dw_kernel, chunk=chunk, bt=bt, nt=t // bt, valid_vocab=valid_vocab),
@@ -144,7 +144,7 @@ def _bwd(valid_vocab, chunk, bt, res, cotangents):
         + [_whole((t,))] * 4,
         out_specs=pl.BlockSpec((hd, chunk), lambda i: (0, i)),
         out_shape=jax.ShapeDtypeStruct(weight.shape, weight.dtype),
-        **_pallas.compiler_params(),
+        **_triton.compiler_params(),
     )(*args)
     dlabels = jnp.zeros(labels.shape, jax.dtypes.float0)
     return dh, dw, dlabels, (-jnp.sum(dzz) / tau).astype(tau.dtype)

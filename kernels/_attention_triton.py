@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from . import _pallas
+from . import _triton
 from ._attention_xla import (
     attend_block,
     finish,
@@ -75,7 +75,7 @@ def _forward(q, k, v, scale, causal, kv_len, bq, bk):
         in_specs=[_tile(bq, d), _whole(sp, d), _whole(sp, d)],
         out_specs=[_tile(bq, d), _row(bq), _row(bq), _row(bq)],
         out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), rows, rows, rows],
-        **_pallas.compiler_params(),
+        **_triton.compiler_params(),
     )(q, k, v)
 
 
@@ -149,7 +149,7 @@ def _bwd(scale, causal, kv_len, bq, bk, res, cotangents):
         in_specs=[_tile(bq, d), _whole(sp, d), _whole(sp, d), _tile(bq, d)] + [_row(bq)] * 4,
         out_specs=_tile(bq, d),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        **_pallas.compiler_params(),
+        **_triton.compiler_params(),
     )(q, k, v, d_out, *rows)
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, **common, nq=nq),
@@ -157,7 +157,7 @@ def _bwd(scale, causal, kv_len, bq, bk, res, cotangents):
         in_specs=[_whole(tp, d), _tile(bk, d), _tile(bk, d), _whole(tp, d)] + [_whole(tp)] * 4,
         out_specs=[_tile(bk, d), _tile(bk, d)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        **_pallas.compiler_params(),
+        **_triton.compiler_params(),
     )(q, k, v, d_out, *rows)
     return dq, dk, dv
 
