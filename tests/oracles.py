@@ -1,5 +1,6 @@
 """Independent float64 reference implementations (numpy / scipy), used only by the tests."""
 
+import jax.numpy as jnp
 import numpy as np
 from scipy import special, stats
 
@@ -99,3 +100,13 @@ def aggregate(values, mask, mode, num_tokens=None, num_sequences=None, norm_cons
     else:
         per = sums / (v.shape[-1] if norm_constant is None else norm_constant)
     return 0.0 if s == 0 else per.sum() / s
+
+
+def bf16(*xs):
+    """Inputs rounded to bfloat16 (for kernels that take 16-bit operands only)..."""
+    return tuple(jnp.asarray(x, jnp.bfloat16) for x in xs)
+
+
+def f64(*xs):
+    """...and their exact float64 values, which the float64 oracles then take."""
+    return tuple(np.asarray(x, np.float64) for x in xs)

@@ -8,6 +8,7 @@ import pytest
 from jax.test_util import check_grads
 
 from entreg import kernels
+from tests.oracles import bf16, f64
 
 IMPLS = [
     "xla",
@@ -261,14 +262,6 @@ def test_triton_kernels_lower_for_cuda(monkeypatch):
 
 # implementation="mosaic": bf16 / f16 only, so its tests compare with the float64 oracle on the
 # bf16-rounded inputs (the emulation runs the kernel bodies on CPU; see kernels/_mosaic.py).
-
-
-def bf16(*xs):
-    return tuple(jnp.asarray(x, jnp.bfloat16) for x in xs)
-
-
-def f64(*xs):
-    return tuple(np.asarray(x, np.float64) for x in xs)
 
 
 def test_mosaic_matches_oracle_odd_sizes_temperature_and_masked_vocabulary():
