@@ -19,7 +19,13 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from . import _mosaic, _online
-from ._attention_xla import key_blocks_for, query_blocks_from, score_grads
+from ._attention_xla import (
+    finish,
+    init_state,
+    key_blocks_for,
+    query_blocks_from,
+    score_grads,
+)
 
 T = _mosaic.TILE
 
@@ -59,23 +65,11 @@ def _forward_kernel(
         return state, o * _online.spread(c_old, o.shape) + pv
 
     P.wait(q_bar.at[0])
-    empty = (
-        P.rows(jnp.full((T,), -jnp.inf, jnp.float32)),
-        P.rows(jnp.zeros((T,), jnp.float32)),
-        P.rows(jnp.zeros((T,), jnp.float32)),
-    )
-    init = empty, P.tile(jnp.zeros(q_s.shape, jnp.float32))
+    state, o = init_state((T,), q_s.shape[-1], jnp.float32)
+    init = jax.tree.map(P.rows, state), P.tile(o)
     steps = key_blocks_for(qi, T, T, nk, causal)
-    (m, l, a), o = _mosaic.stream(0, steps, fetch, body, init)
-    lse, mean_s, ent = _online.summary((m, l, a))
-    alive = l > 0
-    live = _online.spread(alive, o.shape)
-    q_s[...] = jnp.where(live, o / _online.spread(jnp.where(alive, l, 1.0), o.shape), 0.0).astype(
-        q_s.dtype
-    )
-    rows_s[0] = jnp.where(alive, lse, jnp.inf)
-    rows_s[1] = jnp.where(alive, mean_s, 0.0)
-    rows_s[2] = jnp.where(alive, ent, 0.0)
+    state, o = _mosaic.stream(0, steps, fetch, body, init)
+    q_s[...], rows_s[0], rows_s[1], rows_s[2] = finish(state, o, q_s.dtype)
     P.commit()
     P.store(q_s, o_ref.at[b, n, pl.ds(q0, T)])
     P.store(rows_s, rows_ref.at[b, n, :, pl.ds(q0, T)])

@@ -72,7 +72,8 @@ def finish(state, o, dtype):
     """(out, lse, E[s], H); a row with no visible key gets out 0, lse +inf, E 0, H 0."""
     lse, mean_s, ent = _online.summary(state)
     alive = state[1] > 0
-    out = jnp.where(alive[..., None], o / jnp.where(alive, state[1], 1.0)[..., None], 0.0)
+    rows = jnp.where(alive, state[1], 1.0)
+    out = jnp.where(_online.spread(alive, o.shape), o / _online.spread(rows, o.shape), 0.0)
     return (
         out.astype(dtype),
         jnp.where(alive, lse, jnp.inf),

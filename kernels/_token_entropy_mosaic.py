@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from . import _mosaic, _online
-from ._token_entropy_xla import fold_chunk, logit_grads
+from ._token_entropy_xla import fold_chunk, init_state, logit_grads
 
 T = _mosaic.TILE
 
@@ -65,9 +65,8 @@ def _forward_kernel(
         cols, z = _columns(P, c, z, valid_vocab)
         return fold_chunk(*carry, z, cols, labels)
 
-    empty = P.rows(jnp.full((T,), -jnp.inf, jnp.float32))
-    zero = P.rows(jnp.zeros((T,), jnp.float32))
-    state, zy = jax.lax.fori_loop(0, nv, chunk, ((empty, zero, zero), empty))
+    init = jax.tree.map(P.rows, init_state(T, jnp.float32))
+    state, zy = jax.lax.fori_loop(0, nv, chunk, init)
     lse, mean_z, ent = _online.summary(state)
     for r, x in enumerate((zy - lse, ent, lse, mean_z)):
         rows_s[r] = x
