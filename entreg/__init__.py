@@ -39,6 +39,7 @@ from entreg.spectral import (
     vendi_score_from_kernel,
     von_neumann_entropy,
 )
+from entreg.temperature import solve_temperature, token_log_probs
 from entreg.terms import (
     BandState,
     ConstraintState,
@@ -83,6 +84,8 @@ __all__ = [
     "kl_estimate",
     "renyi_entropy",
     "score_entropy",
+    "solve_temperature",
+    "token_log_probs",
     "tsallis_entropy",
     "diffusion_spectral_entropy",
     "diffusion_spectral_mutual_information",

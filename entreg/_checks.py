@@ -93,6 +93,17 @@ def real_scalar(x, name: str, *, minimum: float | None = None, allow_inf: bool =
     return x
 
 
+def temperature(x, name: str = "temperature"):
+    """A softmax temperature: a static number must be finite and > 0; arrays pass (traced)."""
+    if isinstance(x, (bool, str)) or x is None:
+        raise TypeError(f"`{name}` must be a positive number or a float array, got {x!r}.")
+    if is_static_scalar(x):
+        real_scalar(x, name)
+        if not x > 0:
+            raise ValueError(f"`{name}` must be > 0, got {x}.")
+    return x
+
+
 def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
     """`x` with negative entries turned into NaN; raises instead when `x` is concrete.
 

@@ -18,6 +18,8 @@ from flax import nnx
 from entreg import _masked
 from entreg.attention import visible_keys
 
+__all__ = ["ENTROPY", "EntropyAttention", "collect", "entropy_attention_fn"]
+
 ENTROPY = "attention_entropy"
 
 

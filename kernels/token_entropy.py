@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg.temperature import token_log_probs
 
 from . import _mosaic, _token_entropy_mosaic, _token_entropy_triton, _token_entropy_xla, _triton
 
@@ -19,8 +20,6 @@ def reference_log_probs_and_entropy(
 ):
     """Unfused reference: materializes the logits (in at least float32) and reduces them; with
     ``vocab_axis`` it first assembles the whole weight on every device."""
-    from entreg.losses import token_log_probs
-
     if vocab_axis is not None:
         # A psum of zero-padded slices is an all-gather whose result is typed as replicated.
         n, v_local = jax.lax.axis_size(vocab_axis), weight.shape[1]
@@ -113,8 +112,7 @@ def linear_log_probs_and_entropy(
     if not isinstance(valid_vocab, numbers.Integral) or not 1 <= valid_vocab <= v:
         raise ValueError(f"`valid_vocab` must be an int in [1, {v}], got {valid_vocab!r}.")
     chunk_size = _checks.positive_int(chunk_size, "chunk_size")
-    if _checks.is_static_scalar(temperature) and not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    _checks.temperature(temperature)
     impl = _checks.choice(
         "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
     )

@@ -10,6 +10,8 @@ and return ``(per_token_loss, metrics)``; reduce the loss with `entreg.aggregate
 with `policy_term` for `entreg.compose`.
 """
 
+from entreg.temperature import solve_temperature, token_log_probs
+
 from .attention import attention_band_penalty, attention_floor_penalty, max_attention_entropy
 from .covariance import clip_cov_loss, kl_cov_loss, token_covariance
 from .diagnostics import EntropyRewardFit, first_order_entropy_change, fit_entropy_reward
@@ -37,7 +39,6 @@ from .score_entropy import (
 )
 from .sigma_reparam import PowerIteration, SigmaReparamLinear, qk_spectral_norm
 from .steer import steer_loss, steer_weights
-from .temperature import solve_temperature, token_log_probs
 from .terms import attention_entropy_term, entropy_bonus, policy_term
 
 __all__ = [

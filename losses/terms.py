@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
+from entreg.kernels import linear_log_probs_and_entropy
 
 from entreg import _checks
 from entreg.aggregation import MODES, aggregate
@@ -38,8 +39,6 @@ def _token_signals(signals, name: str, from_hidden: dict | None, needed: tuple[s
         raise KeyError(f"Term {name!r} needs the signals {missing}.")
     if from_hidden is None:
         return signals
-    from entreg.kernels import linear_log_probs_and_entropy
-
     log_prob, entropy = linear_log_probs_and_entropy(
         signals["hidden"], signals["lm_head"], signals["tokens"], **from_hidden
     )

@@ -1,4 +1,8 @@
-"""Temperature-scaled token log-probabilities and entropy, and the temperature for an entropy."""
+"""Temperature-scaled token log-probabilities and entropy, and the temperature for an entropy.
+
+Core functionals: `entreg.kernels` computes the same pair fused from hidden states, and
+`entreg.losses` (which re-exports both) builds the RL policy terms on them.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = 
 
     Args:
       logits: [..., V] (``axis`` holds the vocabulary).
-      tokens: [...] integer token ids.
+      tokens: [...] integer token ids; an id outside [0, V) gets log-prob -inf (as in
+        `entreg.kernels.linear_log_probs_and_entropy`).
       temperature: tau > 0, a Python number or a traced scalar / array broadcasting to ``tokens``.
       where: optional vocabulary mask, as in `entreg.entropy`.
 
@@ -34,14 +39,15 @@ def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = 
         raise ValueError(
             f"`tokens` must have the logits' batch shape {batch_shape}, got {tokens.shape}."
         )
-    if _checks.is_static_scalar(temperature) and not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    _checks.temperature(temperature)
     tau = jnp.asarray(temperature, logits.dtype)
     tau = jnp.expand_dims(_checks.broadcast(tau, batch_shape, "temperature", "tokens"), axis)
     d = _masked.log_softmax(logits / tau, where, axis)
-    idx = jnp.expand_dims(tokens, axis)
+    # An id outside [0, V) is outside the support (no wrap-around of -1 to the last class).
+    in_range = (tokens >= 0) & (tokens < logits.shape[axis])
+    idx = jnp.expand_dims(jnp.where(in_range, tokens, 0), axis)
     log_p = jnp.take_along_axis(d.log_p, idx, axis=axis).squeeze(axis)
-    inside = jnp.take_along_axis(d.valid, idx, axis=axis).squeeze(axis)
+    inside = in_range & jnp.take_along_axis(d.valid, idx, axis=axis).squeeze(axis)
     log_p = jnp.where(inside, log_p, -jnp.inf)
     return log_p, _masked.entropy_of(d, axis)
 
