@@ -6,7 +6,10 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,24 +22,28 @@ class Claim:
     threshold: float
     passed: bool
     detail: str = ""
+    quick: bool = False  # meaningful at --quick size: the CI run must pass it too
 
 
-def at_least(name: str, value, threshold, detail: str = "") -> Claim:
-    return Claim(name, float(value), float(threshold), bool(value >= threshold), detail)
+def at_least(name: str, value, threshold, detail: str = "", *, quick: bool = False) -> Claim:
+    return Claim(name, float(value), float(threshold), bool(value >= threshold), detail, quick)
 
 
-def at_most(name: str, value, threshold, detail: str = "") -> Claim:
-    return Claim(name, float(value), float(threshold), bool(value <= threshold), detail)
+def at_most(name: str, value, threshold, detail: str = "", *, quick: bool = False) -> Claim:
+    return Claim(name, float(value), float(threshold), bool(value <= threshold), detail, quick)
 
 
 def parse_args(name: str, description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
     p.add_argument(
-        "--quick", action="store_true", help="CI smoke run: tiny budget, claims may fail"
+        "--quick",
+        action="store_true",
+        help="CI run: tiny budget; only the claims marked quick must pass",
     )
     p.add_argument("--out", type=Path, default=Path("runs") / name, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     args = p.parse_args()
+    args.started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         # A smoke run is all compilation: skip XLA's backend optimizations (read when the backend
@@ -73,27 +80,60 @@ def progress(iterable, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
+def environment() -> dict:
+    """What produced the numbers: versions, backend and device, git commit."""
+    import jax
+    import jaxlib
+
+    import entreg
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "entreg": entreg.__version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "devices": [d.device_kind for d in jax.devices()],
+        "git_commit": commit or None,
+    }
+
+
 def report(args: argparse.Namespace, claims: list[Claim], measured: dict, plots: list[Path]) -> int:
     """Prints the claims table, writes results.json; returns the exit status.
 
-    A full run exits 1 when a claim fails; a --quick run only smoke-tests the pipeline.
+    A full run exits 1 when any claim fails; a --quick run when a claim marked quick fails (the
+    others are printed, but a tiny budget cannot decide them).
     """
     width = max(len(c.name) for c in claims)
     print(f"\n{'claim':<{width}}  {'value':>10}  {'threshold':>10}  result")
     for c in claims:
         verdict = "PASS" if c.passed else "FAIL"
+        if args.quick and not c.quick:
+            verdict += " (not checked at --quick size)"
         print(f"{c.name:<{width}}  {c.value:>10.4g}  {c.threshold:>10.4g}  {verdict}  {c.detail}")
     results = {
         "quick": args.quick,
         "seed": args.seed,
+        "wall_time_s": time.perf_counter() - args.started,
+        "environment": environment(),
         "claims": [dataclasses.asdict(c) for c in claims],
         "measured": measured,
         "plots": [str(p) for p in plots],
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out / 'results.json'} and {len(plots)} plot(s)")
-    failed = [c.name for c in claims if not c.passed]
-    if failed and not args.quick:
+    failed = [c.name for c in claims if not c.passed and (c.quick or not args.quick)]
+    if failed:
         print(f"FAILED claims: {failed}", file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,5 @@
-"""Every reference experiment runs in --quick mode and writes a well-formed results.json."""
+"""Every reference experiment runs in --quick mode, passes its quick claims and writes a
+well-formed results.json."""
 
 import json
 import subprocess
@@ -26,12 +27,18 @@ def test_quick_run(name, tmp_path):
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["quick"] is True and results["claims"]
     for claim in results["claims"]:
-        assert set(claim) >= {"name", "value", "threshold", "passed"}
+        assert set(claim) >= {"name", "value", "threshold", "passed", "quick"}
         assert isinstance(claim["passed"], bool)
+    quick = [c for c in results["claims"] if c["quick"]]
+    assert quick, f"{name} checks no claim at --quick size"
+    failed = [(c["name"], c["value"], c["threshold"]) for c in quick if not c["passed"]]
+    assert not failed, f"quick claims failed: {failed}\n{proc.stdout[-2000:]}"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = results["environment"]
+    assert env["jax"] and env["backend"] and results["wall_time_s"] > 0
     for plot in results["plots"]:
         assert Path(plot).stat().st_size > 0
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout
