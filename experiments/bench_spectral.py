@@ -6,8 +6,12 @@ scipy). entreg's `vendi_score` (cosine kernel, order 1, jitted, float32) picks t
 by itself. Also measured: a naive jnp version that always builds the n x n kernel, the compiled
 temporary memory of both JAX versions, and the agreement of the scores.
 
-Claim: entreg / package-best time <= 1.0 on both shapes (n = 2048, d = 128 and n = 256,
-d = 2048).
+Claims, per shape (n = 2048, d = 128 and n = 256, d = 2048):
+  1. entreg / package-best time <= 1.0;
+  2. entreg's float32 score agrees with the package's float64 score to 1e-5 relative;
+  3. entreg's compiled temporary memory is at most 0.1x the naive n x n version's when n > d
+     (it builds the d x d matrix) and at most 1.05x when n <= d (it builds the same n x n).
+2 and 3 are checked at --quick size too (n, d = 256, 16 and 32, 256); times are not.
 
     python -m experiments.bench_spectral [--quick] [--out DIR] [--seed N]
 """
@@ -92,6 +96,26 @@ def main() -> int:
             },
             "score": {"entreg_f32": float(ours_jit(xj)), "package_f64": ref},
         }
+        mem = rows[f"{n}x{d}"]["temp_bytes"]
+        ours = rows[f"{n}x{d}"]["score"]["entreg_f32"]
+        claims.append(
+            _harness.at_most(
+                f"n={n}, d={d}: |entreg f32 / package f64 score - 1|",
+                abs(ours / ref - 1.0),
+                1e-5,
+                f"VS {ours:.6f} vs {ref:.6f}",
+                quick=True,
+            )
+        )
+        claims.append(
+            _harness.at_most(
+                f"n={n}, d={d}: entreg / naive n x n temp memory",
+                mem["entreg"] / mem["naive_jnp_kernel"],
+                0.1 if n > d else 1.05,
+                f"{mem['entreg'] / 2**20:.3f} vs {mem['naive_jnp_kernel'] / 2**20:.3f} MiB",
+                quick=True,
+            )
+        )
         claims.append(
             _harness.at_most(
                 f"n={n}, d={d}: entreg / package-best time",
