@@ -16,11 +16,11 @@ deterministic and checked at --quick size too (T=256, V=2048 tokens; attention T
 64); the times are not.
 
 Hopper section (bfloat16, implementation="mosaic"), run on a GPU only (on CPU the kernel tests
-run the Mosaic kernels through their emulation). It adds two claims: the entropy output adds <= 10% to the attention kernel's
-fwd+bwd time (entropy cotangent vs none: the same kernel, with and without the entropy
-term of the backward and the loss), and the token kernel's fwd+bwd (8 T H V FLOPs: logits,
-recomputed logits, dh, dW) reaches >= 60% of the throughput of a plain bf16 matmul with the
-same FLOPs, timed in the same process.
+run the Mosaic kernels through their emulation). It adds two claims: the entropy output adds
+<= 10% to the attention kernel's fwd+bwd time (entropy cotangent vs none: the same kernel,
+with and without the entropy term of the backward and the loss), and the token kernel's fwd+bwd
+(8 T H V FLOPs: logits, recomputed logits, dh, dW) reaches >= 60% of the throughput of a plain
+bf16 matmul with the same FLOPs, timed in the same process.
 
     python -m experiments.bench_kernels [--quick] [--out DIR] [--seed N]
 """

@@ -253,7 +253,10 @@ def mechanism(curves) -> dict:
     both = (curves["cov"][alive] > 0) != (curves["cov_pg"][alive] > 0)
     out["forms_disagree"] = {
         "steps": int(both.sum()),
-        **{f"{f}_right": int(np.sum((-curves[f][alive][both] > 0) == (dh[both] > 0))) for f in FORMS},
+        **{
+            f"{f}_right": int(np.sum((-curves[f][alive][both] > 0) == (dh[both] > 0)))
+            for f in FORMS
+        },
     }
     b = curves["branches"]  # [seeds, checkpoints, BRANCHES]
     corr = np.array(
@@ -312,7 +315,9 @@ def plot(curves, fit_h, fit_r, fit, checkpoints, path):
     b = c["branches"]
     for j, step in enumerate(checkpoints):
         x, y = -b["cov"][0, j], b["dH"][0, j]
-        axes[4].scatter((x - x.mean()) / x.std(), (y - y.mean()) / y.std(), s=5, label=f"step {step}")
+        axes[4].scatter(
+            (x - x.mean()) / x.std(), (y - y.mean()) / y.std(), s=5, label=f"step {step}"
+        )
     axes[4].set_xlabel("-Cov(log pi, A), standardized per checkpoint")
     axes[4].set_ylabel("entropy change, standardized")
     axes[4].set_title(f"fixed policy: {BRANCHES} rollout batches per checkpoint")
@@ -332,8 +337,7 @@ def main() -> int:
         checkpoints = (0, 25, 50, 75, 100, 150, 200)
     seeds = [args.seed + i for i in range(n_seeds)]
     curves = {
-        m: train(m, seeds, steps, chunk, checkpoints if m == "vanilla" else ())
-        for m in methods
+        m: train(m, seeds, steps, chunk, checkpoints if m == "vanilla" else ()) for m in methods
     }
     mech = mechanism(curves["vanilla"])
     fixed = mech["fixed_policy"]
@@ -413,7 +417,9 @@ def main() -> int:
         "seeds": seeds,
         "clip_cov_ratio": CLIP_COV_RATIO,
         "kl_cov_ratio": KL_COV_RATIO,
-        "final": {m: {"entropy": final(m, "entropy"), "reward": final(m, "reward")} for m in curves},
+        "final": {
+            m: {"entropy": final(m, "entropy"), "reward": final(m, "reward")} for m in curves
+        },
         "initial_entropy": h0,
         "fit": None if fit is None else {"a": float(fit.a), "b": float(fit.b), "r2": float(fit.r2)},
         "mechanism": mech,

@@ -94,7 +94,7 @@ def make_loss(graphdef, regularized: bool, steps: int):
 
 
 def train(seed: int, steps: int, regularized: bool, batch_size: int = 64):
-    model = Transformer(nnx.Rngs(seed))
+    model = nnx.jit(Transformer)(nnx.Rngs(seed))  # one compiled initialization
     graphdef, params = nnx.split(model, nnx.Param)
     loss_fn = make_loss(graphdef, regularized, steps)
     opt = optax.adamw(3e-3, weight_decay=1e-4)

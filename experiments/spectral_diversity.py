@@ -74,12 +74,15 @@ def vendi_study(key, n):
     uniform = np.ones(MODES) / MODES
     common = np.r_[np.ones(MODES - 1), 0.0] / (MODES - 1)
     rare = np.r_[np.ones(MODES - 1) * (1 - RARE) / (MODES - 1), RARE]
-    clouds = [mixture(keys[0], n, np.r_[np.ones(m), np.zeros(MODES - m)] / m)[0] for m in range(1, 9)]
+    clouds = [
+        mixture(keys[0], n, np.r_[np.ones(m), np.zeros(MODES - m)] / m, SPREAD)[0]
+        for m in range(1, 9)
+    ]
     clouds += [
-        mixture(keys[1], n, uniform)[0],
-        mixture(keys[1], n, uniform, spread=SPREAD / 20)[0],
-        mixture(keys[2], n, common)[0],
-        mixture(keys[2], n, rare)[0],
+        mixture(keys[1], n, uniform, SPREAD)[0],
+        mixture(keys[1], n, uniform, SPREAD / 20)[0],
+        mixture(keys[2], n, common, SPREAD)[0],
+        mixture(keys[2], n, rare, SPREAD)[0],
     ]
     # Every set and order at once: one compiled program.
     vs = jax.jit(lambda c: {q: entreg.vendi_score(c, kernel=rbf, order=q) for q in ORDERS})(
@@ -153,9 +156,9 @@ def train_encoders(train, seed, steps, batch):
             losses.vne_bonus(lambda step: w[0], name="vne_plus"),
             losses.vne_penalty(lambda step: w[1], name="vne_minus"),
         )
-        grads = jax.grad(
-            lambda p: loss_fn(p, x[idx], y[idx], state=loss_fn.init(), step=0)[0]
-        )(params)
+        grads = jax.grad(lambda p: loss_fn(p, x[idx], y[idx], state=loss_fn.init(), step=0)[0])(
+            params
+        )
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
@@ -271,7 +274,9 @@ def plot(vendi, vne, dse, n_dse, path):
     for j, s in enumerate(dse["noise"]):
         ls = "-" if s == 0 else "--"
         ax.plot(dse["dims"], dse["dse"][j].mean(-1), "o" + ls, color="C0", label=f"DSE, noise {s}")
-        ax.plot(dse["dims"], dse["binned"][j].mean(-1), "s" + ls, color="C1", label=f"binned, noise {s}")
+        ax.plot(
+            dse["dims"], dse["binned"][j].mean(-1), "s" + ls, color="C1", label=f"binned, noise {s}"
+        )
     ax.axhline(np.log2(n_dse), color="k", ls=":", lw=1, label="log2 N")
     ax.set_xlabel("intrinsic dimension k")
     ax.set_ylabel("bits")
