@@ -41,7 +41,8 @@ Claims checked:
      the full run; checked at --quick size too);
   5. the trained absorbing model's analytic samples approach the chain with more steps: MMD^2 at
      64 steps <= 10% of MMD^2 at 1 step;
-  6. on names the bound falls during training, ends within 10% of 6.515 and is never below it.
+  6. on names the bound falls by >= 10% during training, ends within 10% of 6.515 and is never
+     below it.
 
     python -m experiments.score_entropy [--quick] [--out DIR] [--seed N]
 """
@@ -520,7 +521,7 @@ def main() -> int:
             _harness.at_most(
                 "names: final / first bound",
                 c_names["bound"][-1] / c_names["bound"][0],
-                1.0,
+                0.9,  # training must lower it by >= 10% (a no-op scores 1)
                 f"{c_names['bound'][0]:.3f} -> {c_names['bound'][-1]:.3f}",
             ),
             _harness.at_most(
