@@ -14,9 +14,11 @@ Claims checked:
      target - TOL, and on average within TOL of it (a floor binds at the bound, so the entropy
      pulses just above it while the multiplier switches on and off);
   3. the unregularized run's attention entropy falls below the target (by more than TOL), and
-     ends below the regularized run's by more than TOL.
---quick (60 steps) checks 1 and 3: the loss falls, the entropy collapses without the floor (at
-about step 35) and the floor's multiplier lifts it back; 2 needs the full run.
+     ends below the regularized run's by more than TOL;
+  4. the floor binds: its multiplier becomes positive (a floor whose multiplier never moves
+     still ends above the baseline at --quick size, through the entropy bonus's slower start).
+--quick (60 steps) checks 1, 3 and 4: the loss falls, the entropy collapses without the floor
+(at about step 35) and the floor's multiplier lifts it back; 2 needs the full run.
 
     python -m experiments.quickstart [--quick] [--out DIR] [--seed N]
 """
@@ -182,6 +184,13 @@ def main() -> int:
             base_final,
             TARGET - TOL,
             f"initial {base['attention/value'][0]:.3f}",
+            quick=True,
+        ),
+        _harness.at_least(
+            "floor multiplier: max over steps",
+            float(reg["attention/weight"].max()),
+            1e-6,
+            f"step of the first positive value: {int(np.argmax(reg['attention/weight'] > 0))}",
             quick=True,
         ),
         _harness.at_least(
