@@ -437,7 +437,7 @@ def main() -> int:
         print("sampled names:", ", ".join(samples))
 
     def gap(steps):  # (Euler - analytic) MMD^2 in standard errors
-        (a, sa), (e, se) = (exact[("geometric", m, steps)] for m in ("analytic", "euler"))
+        (a, sa, _), (e, se, _) = (exact[("geometric", m, steps)] for m in ("analytic", "euler"))
         return (e - a) / np.hypot(sa, se)
 
     def fmt(d):
