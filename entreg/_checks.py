@@ -10,6 +10,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def float_array(x, name: str) -> jax.Array:
@@ -110,9 +111,19 @@ def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
     The domain is value-dependent, so a traced call cannot raise: it returns NaN where the input
     is outside the domain rather than a plausible wrong number.
     """
-    if not isinstance(x, jax.core.Tracer) and bool(jnp.any(x < 0)):
+    if not isinstance(x, jax.core.Tracer) and bool(np.any(np.asarray(x) < 0)):
         raise ValueError(f"`{name}` must be >= 0 ({what}).")
     return jnp.where(x < 0, jnp.nan, x)
+
+
+def index_range(x: jax.Array, name: str, size: int) -> jax.Array:
+    """Integer ids in [0, size): checked when `x` is concrete (a traced call cannot raise)."""
+    if not isinstance(x, jax.core.Tracer) and x.size:
+        v = np.asarray(x)  # numpy: no op is staged inside a trace
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= size:
+            raise ValueError(f"`{name}` must hold ids in [0, {size}), got values in [{lo}, {hi}].")
+    return x
 
 
 def positive_int(x, name: str) -> int:

@@ -55,9 +55,10 @@ def aggregate(
     contribution, whose psum over devices is the global value. Passing explicit counts also makes
     gradient accumulation over micro-batches exact (verl normalizes per micro-batch by default).
 
-    Note: the first verl release of seq-mean-token-sum-norm returned sum_b s_b / C without the
-    1/S, so its scale grew with the batch size; entreg averages over sequences, as the Dr. GRPO
-    objective and later verl releases do. Pass ``num_sequences=1`` for the old behaviour.
+    Note: verl's seq-mean-token-sum-norm returns sum_b s_b / C without the 1/S (a short-lived
+    revision divided by the number of sequences and was reverted), so its scale grows with the
+    batch size. entreg averages over sequences, as the 1/G of the Dr. GRPO objective does; pass
+    ``num_sequences=1`` for verl's value.
 
     Args:
       values: per-token values [..., T], floating.

@@ -116,16 +116,16 @@ def clip_cov_loss(
     cov = token_covariance(log_prob, advantages, valid, axis_name=axis_name)
     candidate = valid & ~ppo_clipped & (cov > lb) & (cov < ub)
     priority = jnp.where(candidate, jax.random.uniform(key, log_prob.shape), -1.0)
-    n = _tokens.selection_count(ratio, jnp.sum(valid), log_prob.dtype)
+    n = _tokens.selection_count(ratio, jnp.sum(valid))
     selected = candidate & (_tokens.descending_rank(priority) < n)
 
     loss = jnp.where(valid & ~selected, jnp.maximum(l1, l2), 0.0)
     metrics = {
         "selected": selected,
-        "selected_fraction": _tokens.masked_mean(selected, valid),
+        "selected_fraction": _tokens.masked_mean(selected, valid, log_prob.dtype),
         "num_candidates": jnp.sum(candidate),
-        "clip_fraction": _tokens.masked_mean(ppo_clipped, valid),
-        "ppo_kl": _tokens.masked_mean(-d, valid),
+        "clip_fraction": _tokens.masked_mean(ppo_clipped, valid, log_prob.dtype),
+        "ppo_kl": _tokens.masked_mean(-d, valid, log_prob.dtype),
     }
     return loss, metrics
 
@@ -159,7 +159,8 @@ def kl_cov_loss(
 
     Returns:
       ``(per_token_loss, metrics)`` with ``selected`` ([..., T] bool, the penalized tokens),
-      ``selected_fraction`` and ``ppo_kl``.
+      ``selected_fraction`` and ``ppo_kl``: for KL-Cov verl logs the mean of |d| under that
+      name (PPO and Clip-Cov log the mean of -d), and so does entreg, so that curves compare.
     """
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
@@ -169,13 +170,14 @@ def kl_cov_loss(
     d = _tokens.log_ratio(log_prob, old_log_prob, log_ratio_clip)
     cov = token_covariance(log_prob, advantages, valid, axis_name=axis_name)
     n_valid = jnp.sum(valid)
-    k = jnp.minimum(_tokens.selection_count(ratio, n_valid, log_prob.dtype), n_valid)
+    k = jnp.minimum(_tokens.selection_count(ratio, n_valid), n_valid)
     selected = valid & (_tokens.descending_rank(jnp.where(valid, cov, -jnp.inf)) < k)
 
-    loss = -advantages * jnp.exp(d) + jnp.where(selected, beta * abs_zero_grad(d), 0.0)
+    abs_d = abs_zero_grad(d)
+    loss = -advantages * jnp.exp(d) + jnp.where(selected, beta * abs_d, 0.0)
     metrics = {
         "selected": selected,
-        "selected_fraction": _tokens.masked_mean(selected, valid),
-        "ppo_kl": _tokens.masked_mean(-d, valid),
+        "selected_fraction": _tokens.masked_mean(selected, valid, log_prob.dtype),
+        "ppo_kl": _tokens.masked_mean(abs_d, valid, log_prob.dtype),
     }
     return jnp.where(valid, loss, 0.0), metrics

@@ -154,8 +154,8 @@ def epo_loss(
     valid = _checks.token_mask(mask, h.shape, "entropy")
     loss = jnp.where(valid, -entropy_coef * (h - smooth_coef * beta * pen), 0.0)
     metrics = {
-        "entropy": _tokens.masked_mean(h, valid),
-        "penalty": _tokens.masked_mean(pen, valid),
+        "entropy": _tokens.masked_mean(h, valid, h.dtype),
+        "penalty": _tokens.masked_mean(pen, valid, h.dtype),
         "phase_weight": beta,
     }
     return loss, metrics

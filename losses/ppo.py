@@ -95,28 +95,28 @@ def ppo_loss(
     l1, l2 = surrogate(advantages, jnp.exp(d), eps_low, eps_high)
     loss = jnp.maximum(l1, l2)
     metrics = {
-        "clip_fraction": _tokens.masked_mean(l2 > l1, valid),
-        "ppo_kl": _tokens.masked_mean(-d, valid),
+        "clip_fraction": _tokens.masked_mean(l2 > l1, valid, log_prob.dtype),
+        "ppo_kl": _tokens.masked_mean(-d, valid, log_prob.dtype),
     }
     if dual_clip is not None:
         l3 = -advantages * dual_clip
         dual = (advantages < 0) & (loss > l3)
         loss = jnp.where(dual, l3, loss)
-        metrics["lower_clip_fraction"] = _tokens.masked_mean(dual, valid)
+        metrics["lower_clip_fraction"] = _tokens.masked_mean(dual, valid, log_prob.dtype)
     if token_weights is not None:
         w = _tokens.optional_tokens(token_weights, "token_weights", shape)
         loss = jax.lax.stop_gradient(w) * loss
     if entropy is not None:
         h = _tokens.optional_tokens(entropy, "entropy", shape)
         loss = loss - entropy_coef * h
-        metrics["entropy"] = _tokens.masked_mean(h, valid)
+        metrics["entropy"] = _tokens.masked_mean(h, valid, log_prob.dtype)
     elif entropy_coef:
         raise ValueError("`entropy_coef` > 0 needs the per-token `entropy`.")
     if ref_log_prob is not None:
         ref = _tokens.optional_tokens(ref_log_prob, "ref_log_prob", shape)
         kl = kl_estimate(log_prob, ref, kl_kind, value_clip=kl_value_clip)
         loss = loss + kl_coef * kl
-        metrics["kl"] = _tokens.masked_mean(kl, valid)
+        metrics["kl"] = _tokens.masked_mean(kl, valid, log_prob.dtype)
     elif kl_coef:
         raise ValueError("`kl_coef` > 0 needs `ref_log_prob`.")
     return jnp.where(valid, loss, 0.0), metrics

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 from entreg import _checks
 from entreg.terms import LossTerm, TermResult, Weight, weight_fn
 
+from .graphs import AbsorbingGraph, UniformGraph
+
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -29,7 +31,9 @@ def _sequences(x0, mask):
         raise TypeError(f"`x0` must be integer tokens [..., L], got {x0.dtype} {x0.shape}.")
     if mask is None:
         return x0, jnp.ones(x0.shape, bool)
-    return x0, _checks.token_mask(mask, x0.shape, "x0")
+    valid = _checks.token_mask(mask, x0.shape, "x0")
+    # Padding may hold any id (-1, a pad id past the vocabulary): token 0 stands in for it.
+    return jnp.where(valid, x0, 0), valid
 
 
 def _per_sequence(values, name, batch_shape):
@@ -47,11 +51,17 @@ def denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, *, mask=None)
       log_score: log concrete scores [..., L, dim] (``graph.log_score(output, xt, sigma)``).
       xt, x0: noised and clean tokens [..., L].
       sigma, rate: sigma_bar(t) and sigma'(t), one per sequence [...].
-      mask: boolean [..., L], False for padding: those positions do not count.
+      mask: boolean [..., L], False for padding: those positions do not count, whatever
+        ``x0``, ``xt`` and ``log_score`` hold there (NaN included), in value and gradient.
     """
+    if not isinstance(graph, (AbsorbingGraph, UniformGraph)):
+        raise TypeError(f"`graph` must be an AbsorbingGraph or a UniformGraph, got {graph!r}.")
     x0, valid = _sequences(x0, mask)
     sigma = _per_sequence(sigma, "sigma", x0.shape[:-1])
     rate = _per_sequence(rate, "rate", x0.shape[:-1])
+    if mask is not None:  # padding is replaced before any arithmetic (double where)
+        xt = jnp.where(valid, jnp.asarray(xt), x0)
+        log_score = jnp.where(valid[..., None], _checks.float_array(log_score, "log_score"), 0.0)
     per_token = graph.score_entropy(log_score, xt, x0, sigma[..., None])
     return rate * jnp.sum(jnp.where(valid, per_token, 0.0), axis=-1)
 

@@ -118,7 +118,7 @@ def steer_loss(
     )
     valid = _checks.token_mask(mask, w.shape, "log_prob")
     some = jnp.any(valid)
-    metrics["weight_mean"] = _tokens.masked_mean(w, valid)
+    metrics["weight_mean"] = _tokens.masked_mean(w, valid, w.dtype)
     metrics["weight_min"] = jnp.where(some, jnp.min(jnp.where(valid, w, jnp.inf)), 0.0)
     metrics["weight_max"] = jnp.where(some, jnp.max(jnp.where(valid, w, -jnp.inf)), 0.0)
     return loss, metrics
