@@ -12,7 +12,9 @@ from entreg.aggregation import aggregate
 
 
 def policy_inputs(log_prob, old_log_prob, advantages, mask):
-    """Validates the four [..., T] inputs every policy loss takes; returns them upcast."""
+    """Validates the four [..., T] inputs every policy loss takes; returns them upcast, with 0
+    in the masked slots (padding may hold NaN or the -inf log-probs of excluded tokens, which
+    must reach neither values nor gradients), and the boolean mask."""
     log_prob = _checks.float_array(log_prob, "log_prob")
     if log_prob.ndim == 0:
         raise ValueError("`log_prob` must have a token axis (shape [..., T]).")
@@ -20,14 +22,18 @@ def policy_inputs(log_prob, old_log_prob, advantages, mask):
     advantages = _checks.float_array(advantages, "advantages")
     _checks.same_shape(log_prob, old_log_prob, "log_prob", "old_log_prob")
     _checks.same_shape(log_prob, advantages, "log_prob", "advantages")
-    return log_prob, old_log_prob, advantages, _checks.token_mask(mask, log_prob.shape, "log_prob")
+    valid = _checks.token_mask(mask, log_prob.shape, "log_prob")
+    return (*(jnp.where(valid, x, 0.0) for x in (log_prob, old_log_prob, advantages)), valid)
 
 
-def optional_tokens(x, name: str, shape: tuple[int, ...]) -> jax.Array:
+def optional_tokens(x, name: str, valid: jax.Array) -> jax.Array:
+    """A further per-token input shaped like `log_prob`, upcast, with 0 in the masked slots."""
     x = _checks.float_array(x, name)
-    if x.shape != shape:
-        raise ValueError(f"`{name}` must have the shape of `log_prob` {shape}, got {x.shape}.")
-    return x
+    if x.shape != valid.shape:
+        raise ValueError(
+            f"`{name}` must have the shape of `log_prob` {valid.shape}, got {x.shape}."
+        )
+    return jnp.where(valid, x, 0.0)
 
 
 def masked_mean(x: jax.Array, valid: jax.Array, dtype) -> jax.Array:

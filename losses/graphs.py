@@ -109,9 +109,9 @@ class AbsorbingGraph(_Graph):
         x0 = _tokens(x0, "x0", self.dim)
         sigma = _sigma(sigma, x0.shape)[..., None]
         # -expm1(-sigma), not 1 - e^-sigma: the latter is 1.3% off at sigma = 1e-6 in float32.
-        return jnp.exp(-sigma) * _one_hot(x0, self.dim, sigma.dtype) - jnp.expm1(
-            -sigma
-        ) * _one_hot(jnp.full_like(x0, self.mask_id), self.dim, sigma.dtype)
+        return jnp.exp(-sigma) * _one_hot(x0, self.dim, sigma.dtype) - jnp.expm1(-sigma) * _one_hot(
+            jnp.full_like(x0, self.mask_id), self.dim, sigma.dtype
+        )
 
     def sample_transition(self, key, x0, sigma) -> jax.Array:
         """Draws x_t ~ p_t(. | x_0)."""

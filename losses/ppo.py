@@ -82,7 +82,6 @@ def ppo_loss(
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
     )
-    shape = log_prob.shape
     eps_low, eps_high = clip_params(eps_low, eps_high)
     if dual_clip is not None:
         dual_clip = _checks.real_scalar(dual_clip, "dual_clip")
@@ -104,16 +103,16 @@ def ppo_loss(
         loss = jnp.where(dual, l3, loss)
         metrics["lower_clip_fraction"] = _tokens.masked_mean(dual, valid, log_prob.dtype)
     if token_weights is not None:
-        w = _tokens.optional_tokens(token_weights, "token_weights", shape)
+        w = _tokens.optional_tokens(token_weights, "token_weights", valid)
         loss = jax.lax.stop_gradient(w) * loss
     if entropy is not None:
-        h = _tokens.optional_tokens(entropy, "entropy", shape)
+        h = _tokens.optional_tokens(entropy, "entropy", valid)
         loss = loss - entropy_coef * h
         metrics["entropy"] = _tokens.masked_mean(h, valid, log_prob.dtype)
     elif entropy_coef:
         raise ValueError("`entropy_coef` > 0 needs the per-token `entropy`.")
     if ref_log_prob is not None:
-        ref = _tokens.optional_tokens(ref_log_prob, "ref_log_prob", shape)
+        ref = _tokens.optional_tokens(ref_log_prob, "ref_log_prob", valid)
         kl = kl_estimate(log_prob, ref, kl_kind, value_clip=kl_value_clip)
         loss = loss + kl_coef * kl
         metrics["kl"] = _tokens.masked_mean(kl, valid, log_prob.dtype)

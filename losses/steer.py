@@ -18,11 +18,14 @@ _MODES = ("linear", "exp")
 _OMEGAS = ("one_logit", "released_code")
 
 
-def _reduce(op, x, axis_name):
-    x = op(x)
-    if axis_name is None:
-        return x
-    return (jax.lax.pmax if op is jnp.max else jax.lax.pmin)(x, axis_name)
+def _extreme(x, largest: bool, axis_name):
+    """max (or min) of `x` over every axis and over the mesh axis `axis_name` when given; -inf
+    (inf) for an empty batch."""
+    if largest:
+        x = jnp.max(x, initial=-jnp.inf)
+        return x if axis_name is None else jax.lax.pmax(x, axis_name)
+    x = jnp.min(x, initial=jnp.inf)
+    return x if axis_name is None else jax.lax.pmin(x, axis_name)
 
 
 def steer_weights(
@@ -61,7 +64,7 @@ def steer_weights(
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
     )
-    h = _tokens.optional_tokens(entropy, "entropy", log_prob.shape)
+    h = _tokens.optional_tokens(entropy, "entropy", valid)
     _checks.choice(mode, "mode", _MODES)
     _checks.choice(omega, "omega", _OMEGAS)
     w_min = _checks.real_scalar(w_min, "w_min", minimum=0.0)
@@ -80,9 +83,9 @@ def steer_weights(
     if omega == "one_logit":
         omega_t = omega_t * p
     m = jnp.where(valid & jnp.isfinite(omega_t), jnp.abs(omega_t), 0.0)
-    m_max = _reduce(jnp.max, jnp.where(valid, m, -jnp.inf), axis_name)
+    m_max = _extreme(jnp.where(valid, m, -jnp.inf), True, axis_name)
     if mode == "linear":
-        m_min = _reduce(jnp.min, jnp.where(valid, m, jnp.inf), axis_name)
+        m_min = _extreme(jnp.where(valid, m, jnp.inf), False, axis_name)
         span = m_max - m_min
         flat = span > 0
         w = w_max - (m - m_min) * (w_max - w_min) / jnp.where(flat, span, 1.0)
@@ -119,6 +122,6 @@ def steer_loss(
     valid = _checks.token_mask(mask, w.shape, "log_prob")
     some = jnp.any(valid)
     metrics["weight_mean"] = _tokens.masked_mean(w, valid, w.dtype)
-    metrics["weight_min"] = jnp.where(some, jnp.min(jnp.where(valid, w, jnp.inf)), 0.0)
-    metrics["weight_max"] = jnp.where(some, jnp.max(jnp.where(valid, w, -jnp.inf)), 0.0)
+    metrics["weight_min"] = jnp.where(some, _extreme(jnp.where(valid, w, jnp.inf), False, None), 0)
+    metrics["weight_max"] = jnp.where(some, _extreme(jnp.where(valid, w, -jnp.inf), True, None), 0)
     return loss, metrics

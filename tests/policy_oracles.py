@@ -54,27 +54,50 @@ def kl_cov_selected(lp, adv, mask, ratio):
     return sel.reshape(lp.shape)
 
 
-def steer(lp, olp, adv, mask, ent, mode, w_min, w_max, omega):
-    p = np.clip(np.exp(lp), 1e-8, 1 - 1e-8)
-    p_old = np.clip(np.exp(olp), 1e-8, 1.0)
-    om = adv / p_old * p * (1 - p) * (np.log(p) + ent)
-    if omega == "one_logit":
-        om = om * p
-    m = np.where(np.isfinite(om), np.abs(om), 0.0)
+def _entropy(z):
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return -np.sum(p * np.log(p))
+
+
+def steer(logits, tokens, olp, adv, mask, mode, w_min, w_max, omega, h=1e-5):
+    """STEER weights from the paper's definitions, on explicit policy logits [..., V].
+
+    A token's update is the gradient step of its surrogate -A pi(a) / pi_old(a) on its own logit
+    z_a: dz_a = eta (A / pi_old) d pi(a) / d z_a. Its predicted entropy change is
+    dH = eta Omega with Omega = (dH / dz_a)(dz_a / eta), both derivatives by central finite
+    differences of the softmax (no closed form). m = |Omega| (the released code's variant divides
+    by pi(a)); weights: linear w = w_max - (m - m_min)(w_max - w_min) / (m_max - m_min) (the
+    midpoint if all m are equal), exp w = clip(exp(-kappa m), w_min, 1) with
+    kappa = -log(w_min) / max(m_max, 0.02); extrema over the valid tokens.
+    """
+    m = np.zeros(tokens.shape)
+    for idx in np.ndindex(tokens.shape):
+        z, a = logits[idx].astype(np.float64), tokens[idx]
+        e = np.zeros_like(z)
+        e[a] = h
+
+        def prob(zz, a=a):
+            q = np.exp(zz - zz.max())
+            return q[a] / q.sum()
+
+        dp_dz = (prob(z + e) - prob(z - e)) / (2 * h)
+        dh_dz = (_entropy(z + e) - _entropy(z - e)) / (2 * h)
+        om = dh_dz * adv[idx] / np.exp(olp[idx]) * dp_dz
+        if omega == "released_code":
+            om /= prob(z)
+        m[idx] = abs(om)
     valid = mask.astype(bool)
-    mv = m[valid]
-    w = np.zeros(lp.shape)
-    for idx in zip(*np.nonzero(valid), strict=True):
-        if mode == "linear":
-            lo, hi = mv.min(), mv.max()
-            if hi == lo:
-                w[idx] = (w_min + w_max) / 2
-            else:
-                w[idx] = np.clip(w_max - (m[idx] - lo) * (w_max - w_min) / (hi - lo), w_min, w_max)
-        else:
-            kappa = -np.log(w_min) / max(mv.max(), 0.02)
-            w[idx] = np.clip(np.exp(-kappa * m[idx]), w_min, 1.0)
-    return w
+    w = np.zeros(tokens.shape)
+    if not valid.any():
+        return w
+    lo, hi = m[valid].min(), m[valid].max()
+    if mode == "linear":
+        w = (w_min + w_max) / 2 if hi == lo else w_max - (m - lo) * (w_max - w_min) / (hi - lo)
+        w = np.clip(w, w_min, w_max)
+    else:
+        w = np.clip(np.exp(np.log(w_min) / max(hi, 0.02) * m), w_min, 1.0)
+    return np.where(valid, w, 0.0)
 
 
 def grpo(rewards, where, scale_by_std, eps):

@@ -335,8 +335,9 @@ def _elbo_model(seed: int, sigma_scale: float):
 
 
 def _exact_elbo(numpy_fn, x0) -> float:
-    """int_0^1 sigma'(t) E_{x_t ~ p_t(. | x_0)} [sum_i l_i(x_t)] dt + sum_i KL(p_1(. | x_0^i) || pi),
-    in float64: Gauss-Legendre in t, every x_t enumerated, l_i by brute force from the rate matrix."""
+    """int_0^1 sigma'(t) E_{x_t ~ p_t(. | x_0)} [sum_i l_i(x_t)] dt + sum_i KL(p_1(. | x_0^i) || pi)
+    in float64: Gauss-Legendre in t, every x_t enumerated, l_i by brute force from the rate
+    matrix."""
     n, dim = ELBO_N, ELBO_N + 1
     x, w = np.polynomial.legendre.leggauss(32)
     total = 0.0
