@@ -103,6 +103,8 @@ def head_entropy_fractions(
     """
     h = _checks.float_array(normalized_entropy, "normalized_entropy")
     axis = _checks.normalize_axis(axis, h.ndim, "normalized_entropy")
+    if h.shape[axis] == 0:
+        raise ValueError("`normalized_entropy` has no heads along `axis`: fractions undefined.")
     lo = _checks.real_scalar(collapse_below, "collapse_below", minimum=0.0)
     hi = _checks.real_scalar(overload_above, "overload_above", minimum=0.0)
     if not lo < hi:
@@ -122,6 +124,9 @@ def entropy_lower_bound(sigma, length) -> jax.Array:
     measured entropy with the bound of the measured sigma). T = 50, sigma = 2 gives 3.7655.
     """
     sigma = _checks.float_array(sigma, "sigma")
+    length = _checks.positive_int(length, "length")
+    if length < 2:
+        raise ValueError(f"`length` must be >= 2 keys (one key has entropy 0), got {length}.")
     t = jnp.asarray(length, sigma.dtype)
     gamma = sigma * jnp.sqrt(t / (t - 1.0))
     # (T - 1) beta in log space, so large gamma neither overflows nor loses the bound's tail.

@@ -310,10 +310,11 @@ def _dse(x, keep, sigma: float, t: float, drop_trivial: bool, eps) -> jax.Array:
     deg = jnp.sum(gram, axis=-1)
     inv = jnp.where(deg > 0, jax.lax.rsqrt(jnp.where(deg > 0, deg, 1.0)), 0.0)
     lam = _spectrum.eigvalsh(gram * inv[:, None] * inv[None, :])
-    if t != 1.0:
-        # Round-off zeros are dropped before the power, which would lift them above eps.
-        keep = lam > eps * jnp.sum(lam)
-        lam = jnp.where(keep, jnp.where(keep, lam, 1.0) ** t, 0.0)
+    # Round-off zeros are cut relative to the WHOLE spectrum, before the power (which would lift
+    # them above eps) and before the trivial eigenvalue is dropped (after which the round-off of
+    # constant data would be renormalized into an entropy).
+    keep = lam > eps * jnp.sum(jnp.maximum(lam, 0.0))
+    lam = jnp.where(keep, jnp.where(keep, lam, 1.0) ** t, 0.0)
     if drop_trivial:
         lam = lam[..., :-1]  # ascending: the trivial eigenvalue 1 comes last
     return _spectrum.entropy_of_spectrum(lam, 1.0, eps)
@@ -417,6 +418,7 @@ def diffusion_spectral_mutual_information(
         if where is None
         else _checks.broadcast_bool(where, (n,), "where", "features rows")
     )
+    _checks.index_range(labels, "labels", num_classes)
     member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid  # [C, N]
     counts = jnp.sum(member, axis=-1)
     # Random size-matched subsets: the n_c valid rows with the smallest uniform scores. Class c

@@ -43,7 +43,7 @@ def epo_phase_weight(epoch, total_epochs: int = 150) -> jax.Array:
     if not isinstance(total_epochs, int) or total_epochs < 2:
         raise ValueError(f"`total_epochs` must be an int >= 2, got {total_epochs!r}.")
     half = total_epochs / 2
-    k = jnp.asarray(epoch, jnp.float32)
+    k = jnp.asarray(epoch).astype(jnp.result_type(float))  # float64 when x64 is on
     first = jnp.clip(k / half, 0.0, 1.0)
     second = jnp.clip((k - half) / half, 0.0, 1.0)
     return jnp.where(

@@ -115,3 +115,43 @@ def grpo(rewards, where, scale_by_std, eps):
                 elif std + eps > 0:  # equal rewards with eps = 0: no signal, A = 0
                     out[g + (i,)] = (r[i] - mean) / (std + eps)
     return out
+
+
+def epo_run(entropies, mask, turns, num_turns, *, c_h, c_s, total_epochs, kappa_l, kappa_r):
+    """EPO (Xu et al. 2025) over consecutive RL steps, from the paper's definitions.
+
+    Step k: loss = -c_H (mean_t H_t - c_s beta(k) mean_t P_t) over the valid tokens, with
+    P_t = [kappa_l Href_j - H_t]_+ + [H_t - kappa_r Href_j]_+ for the token's turn j. Href_j is
+    the mean over the previous steps in which turn j occurred of that step's mean entropy of
+    turn j (this step's mean if it never occurred). beta(k): progress p within the half of K
+    epochs; 1 - 0.2 (1 - e^{-2p}) in the first half, 0.8 e^{-3p} in the second.
+    Returns per step (loss, mean entropy, mean penalty, beta).
+    """
+    history = [[] for _ in range(num_turns)]
+    half = total_epochs / 2
+    out = []
+    for k, h in enumerate(entropies):
+        valid = mask.astype(bool)
+        now = {
+            j: h[valid & (turns == j)].mean()
+            for j in range(num_turns)
+            if (valid & (turns == j)).any()
+        }
+        ref = {
+            j: (np.mean(history[j]) if history[j] else now.get(j, 0.0)) for j in range(num_turns)
+        }
+        pen = np.array(
+            [
+                max(kappa_l * ref[j] - x, 0.0) + max(x - kappa_r * ref[j], 0.0)
+                for x, j in zip(h[valid], turns[valid], strict=True)
+            ]
+        )
+        if k < half:
+            beta = 1 - 0.2 * (1 - np.exp(-2 * min(k / half, 1.0)))
+        else:
+            beta = 0.8 * np.exp(-3 * min((k - half) / half, 1.0))
+        h_mean = h[valid].mean()
+        out.append((-c_h * (h_mean - c_s * beta * pen.mean()), h_mean, pen.mean(), beta))
+        for j, m in now.items():
+            history[j].append(m)
+    return out

@@ -567,6 +567,34 @@ def test_epo_penalty_is_a_differentiable_corridor_and_state_is_per_turn_running_
     assert float(absent.reference[1]) == pytest.approx(0.2) and int(absent.count[1]) == 1
 
 
+def test_epo_term_matches_the_papers_definitions_over_training():
+    """epo_term inside compose against a from-the-paper oracle over 6 steps of a K = 6 run
+    (both phases of beta), with entropies inside and outside the corridor."""
+    rng = np.random.default_rng(19)
+    turns = np.repeat(np.arange(3), 4)[None].repeat(4, 0)
+    mask = rng.random((4, 12)) < 0.85
+    entropies = [rng.uniform(0.1, 2.5, (4, 12)) * (1 + 0.5 * (k % 2)) for k in range(6)]
+    kw = dict(entropy_coef=0.05, smooth_coef=2.0, total_epochs=6)
+    want = po.epo_run(
+        entropies, mask, turns, 3, c_h=0.05, c_s=2.0, total_epochs=6, kappa_l=0.6, kappa_r=1.3
+    )
+
+    def base(h):
+        return 0.0, {"entropy": h, "mask": mask, "turn_ids": turns}
+
+    term = losses.epo_term(num_turns=3, kappa_low=0.6, kappa_high=1.3, **kw)
+    loss_fn = entreg.compose(base, term)
+    state, step_fn = loss_fn.init(), jax.jit(loss_fn)
+    for k, (h, (loss, h_mean, pen, beta)) in enumerate(zip(entropies, want, strict=True)):
+        total, (state, metrics) = step_fn(h, state=state, step=k)
+        # EpoState keeps the running references in float32: relative error ~1e-8.
+        np.testing.assert_allclose(total, loss, rtol=1e-7)
+        np.testing.assert_allclose(metrics["epo/value"], h_mean, rtol=1e-12)
+        np.testing.assert_allclose(metrics["epo/penalty"], pen, rtol=1e-7)
+        np.testing.assert_allclose(metrics["epo/phase_weight"], beta, rtol=1e-12)
+    assert min(w[2] for w in want) > 0.05  # the corridor is active on these entropies
+
+
 def test_epo_term_in_compose():
     rng = np.random.default_rng(18)
     turns = np.repeat(np.arange(2), 4)[None].repeat(3, 0)

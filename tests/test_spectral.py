@@ -330,13 +330,37 @@ def dse_np(z, sigma, t=1, drop_trivial=False):
     d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
     g = np.exp(-d2 / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
     p = g / g.sum(1, keepdims=True)
-    lam = np.sort(np.linalg.eigvals(p).real)
+    lam = np.clip(np.sort(np.linalg.eigvals(p).real), 0, None)
+    lam = np.where(lam > 1e-12 * lam.sum(), lam, 0.0)  # round-off of the whole spectrum
     if drop_trivial:
         lam = lam[:-1]
-    a = np.clip(lam, 0, None) ** t
-    a = a / a.sum()
+    if lam.sum() == 0:  # nothing but the trivial eigenvalue (constant data)
+        return 0.0
+    a = lam**t / (lam**t).sum()
     a = a[a > 1e-12]
     return float(-(a * np.log2(a)).sum())
+
+
+def dsmi_np(key, z, labels, num_classes, repetitions, sigma, valid=None, uniform=False):
+    """DSMI(Z; Y) = sum_c p(c) [mean_r DSE(R_{c,r}) - DSE(Z | Y = c)] (Liao, Liu et al. 2023),
+    p(c) = n_c / N the EMPIRICAL class frequency over the valid rows. The random size-matched
+    subsets R_{c,r} follow entreg's documented draw (the n_c valid rows with the smallest
+    uniform scores of fold_in(key, c)); DSE is the float64 random-walk oracle above."""
+    n = len(z)
+    valid = np.ones(n, bool) if valid is None else valid
+    total = 0.0
+    for c in range(num_classes):
+        rows = valid & (labels == c)
+        n_c = int(rows.sum())
+        if n_c == 0:
+            continue
+        scores = np.asarray(jax.random.uniform(jax.random.fold_in(key, c), (repetitions, n)))
+        scores = np.where(valid, scores, 2.0)
+        subsets = [np.argsort(s, kind="stable")[:n_c] for s in scores]
+        random_dse = np.mean([dse_np(z[idx], sigma) for idx in subsets])
+        p_c = 1.0 / num_classes if uniform else n_c / valid.sum()
+        total += p_c * (random_dse - dse_np(z[rows], sigma))
+    return total
 
 
 @pytest.mark.parametrize("t, drop", [(1, False), (0.5, True)])
@@ -358,6 +382,32 @@ def test_dse_gradient_finite_with_duplicated_points():
     z = jnp.asarray(np.repeat(np.random.default_rng(15).normal(size=(5, 2)), 3, axis=0))
     g = jax.grad(lambda f: entreg.diffusion_spectral_entropy(f, sigma=1.0))(z)
     assert np.isfinite(np.asarray(g)).all()
+
+
+def test_dsmi_matches_oracle_with_unbalanced_classes_and_padding():
+    rng = np.random.default_rng(21)
+    sizes = [3, 8, 19]
+    labels = np.repeat(np.arange(3), sizes)
+    centers = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    z = centers[labels] * (labels[:, None] != 2) + rng.normal(size=(30, 2)) * 0.6
+    valid = rng.random(30) < 0.9
+    key = jax.random.key(3)
+    got = entreg.diffusion_spectral_mutual_information(
+        key, z, labels, num_classes=3, repetitions=3, sigma=1.0, where=valid, eps=1e-12
+    )
+    want = dsmi_np(key, z, labels, 3, 3, 1.0, valid)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    # Uniform class weights would give a clearly different value on these classes.
+    assert abs(want - dsmi_np(key, z, labels, 3, 3, 1.0, valid, uniform=True)) > 0.05
+    with pytest.raises(ValueError, match="labels"):
+        entreg.diffusion_spectral_mutual_information(key, z, labels + 1, num_classes=3)
+
+
+def test_dse_of_constant_data_is_zero_with_the_trivial_eigenvalue_dropped():
+    z = np.ones((12, 3))
+    for drop in (False, True):
+        assert float(entreg.diffusion_spectral_entropy(z, sigma=1.0, drop_trivial=drop)) == 0.0
+        assert dse_np(z, 1.0, drop_trivial=drop) == 0.0
 
 
 def test_dsmi_identities_and_signal():
