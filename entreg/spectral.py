@@ -462,7 +462,10 @@ def stochastic_spectral_entropy(
       (estimate, standard error). The error is the probe noise (delta method over probes), which
       shrinks as 1 / sqrt(num_probes); the quadrature error is exponentially small in
       ``num_steps`` for spectra away from zero and is not included. Orders 0 and inf have no
-      smooth trace form and are refused.
+      smooth trace form and are refused. Ritz values at round-off level count as zero, and the
+      zero operator gives 0. The estimate is a measurement, not a training signal: it carries
+      no gradient (Lanczos has none where it breaks down, e.g. at the identity or a low-rank
+      operator); train through `matrix_entropy` or `von_neumann_entropy` instead.
     """
     q = _spectrum.check_order(order)
     if q in (0.0, math.inf):
@@ -479,7 +482,10 @@ def stochastic_spectral_entropy(
         key, (num_probes, size), dtype=jax.dtypes.canonicalize_dtype(jnp.float64)
     )
     theta, tau2 = jax.vmap(lambda v: _lanczos(matvec, v, steps))(probes)
-    theta = jnp.maximum(theta, 0.0)
+    # Ritz values at round-off level of the largest are zeros (as eigenvalues below eps are in
+    # the other spectral functions): x^q with q < 1 would otherwise lift them.
+    cut = _spectrum.default_eps(size, theta.dtype) * jnp.max(theta, axis=-1, keepdims=True)
+    theta = jnp.where(theta > cut, theta, 0.0)
     pos = theta > 0
     safe = jnp.where(pos, theta, 1.0)
     traces = size * jnp.sum(tau2 * theta, axis=-1)  # [P]
@@ -489,14 +495,18 @@ def stochastic_spectral_entropy(
         f = jnp.where(pos, safe**q, 0.0)
     fsum = size * jnp.sum(tau2 * f, axis=-1)  # [P]
     tr, g = jnp.mean(traces), jnp.mean(fsum)
+    nonzero = (tr > 0) & (g > 0 if q != 1.0 else True)  # the zero operator has entropy 0
+    tr_safe, g_safe = jnp.where(nonzero, tr, 1.0), jnp.where(nonzero, g, 1.0)
     if q == 1.0:
-        value = jnp.log(tr) - g / tr
-        influence = -fsum / tr + (1.0 / tr + g / tr**2) * traces
+        value = jnp.log(tr_safe) - g / tr_safe
+        influence = -fsum / tr_safe + (1.0 / tr_safe + g / tr_safe**2) * traces
     else:
-        value = (jnp.log(g) - q * jnp.log(tr)) / (1.0 - q)
-        influence = (fsum / g - q * traces / tr) / (1.0 - q)
+        value = (jnp.log(g_safe) - q * jnp.log(tr_safe)) / (1.0 - q)
+        influence = (fsum / g_safe - q * traces / tr_safe) / (1.0 - q)
     stderr = jnp.std(influence, ddof=1) / math.sqrt(num_probes)
-    return _scale(value, base), _scale(stderr, base)
+    value, stderr = (jnp.where(nonzero, x, 0.0) for x in (value, stderr))
+    # No gradient: Lanczos' derivative is undefined where it breaks down (identity, low rank).
+    return jax.lax.stop_gradient((_scale(value, base), _scale(stderr, base)))
 
 
 def _lanczos(matvec, v, steps: int):
