@@ -167,7 +167,8 @@ def test_kl_estimate_at_infinite_and_overflowing_log_ratios():
         g = jax.grad(lambda x, kind=kind: entreg.kl_estimate(x, lq, kind, value_clip=10.0).sum())
         grad = np.asarray(g(lp))
         assert np.all(np.isfinite(grad)) and np.all(grad[[0, 1, 3]] == 0)
-        assert np.all(np.isfinite(jax.grad(lambda x: entreg.kl_estimate(x, 0.0 * x, kind))(-100.0)))
+        far = jax.grad(lambda x, kind=kind: entreg.kl_estimate(x, 0.0 * x, kind))(-100.0)
+        assert np.isfinite(far)
 
 
 def test_kl_estimators_unbiased_in_expectation():

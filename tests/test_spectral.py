@@ -459,8 +459,7 @@ def test_stochastic_estimate_within_stated_error():
             for q in orders
         ]
         rank4 = [
-            entreg.stochastic_spectral_entropy(key, lambda v: low @ v, 50, order=q)
-            for q in orders
+            entreg.stochastic_spectral_entropy(key, lambda v: low @ v, 50, order=q) for q in orders
         ]
         return full, rank4
 
