@@ -61,3 +61,31 @@ def abs_zero_grad(x: jax.Array) -> jax.Array:
     """|x| whose derivative is sign(x), i.e. 0 at x = 0 (jnp.abs gives 1 there)."""
     # d/dx [x sign(x)] = sign(x) + x * 0.
     return x * jnp.sign(x)
+
+
+@jax.custom_jvp
+def _sqrt_zero_grad(x: jax.Array) -> jax.Array:
+    return jnp.sqrt(x)
+
+
+@_sqrt_zero_grad.defjvp
+def _sqrt_zero_grad_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = jnp.sqrt(x)
+    pos = x > 0
+    return y, jnp.where(pos, dx / (2.0 * jnp.where(pos, y, 1.0)), 0.0)
+
+
+def weight_outer(w: jax.Array) -> jax.Array:
+    """R [..., n, n] with R_ii = w_i and R_ij = sqrt(w_i w_j): K o R = W^1/2 K W^1/2 for
+    sample weights w >= 0, with gradients that stay finite at w_i = 0.
+
+    The diagonal is linear in w (its derivative is the trace's, which a spectrum normalized to
+    sum one depends on). Off the diagonal sqrt(w_i) has an infinite derivative at 0, but the
+    cotangent reaching an off-diagonal entry of row i is exactly 0 there (row i of W^1/2 K W^1/2
+    vanishes, and so does every eigenvector's i-th entry off its null space), so that derivative
+    is taken as 0 instead of forming 0 * inf = NaN.
+    """
+    root = _sqrt_zero_grad(w)
+    eye = jnp.eye(w.shape[-1], dtype=bool)
+    return jnp.where(eye, w[..., :, None], root[..., :, None] * root[..., None, :])

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from entreg import _checks, _spectrum
+from entreg import _checks, _masked, _spectrum
 
 
 def _scale(entropy: jax.Array, base) -> jax.Array:
@@ -50,7 +50,8 @@ def _features(x, name: str = "features") -> jax.Array:
 
 
 def _row_weights(weights, where, rows: tuple[int, ...], dtype) -> jax.Array | None:
-    """Per-row weights of shape ``rows`` from ``weights`` (>= 0) and a boolean row mask."""
+    """Per-row weights of shape ``rows`` from ``weights`` (>= 0) and a boolean row mask; rows
+    with weight 0 are left out (see `_drop_rows`)."""
     w = None
     if weights is not None:
         w = _checks.float_array(weights, "weights")
@@ -60,6 +61,12 @@ def _row_weights(weights, where, rows: tuple[int, ...], dtype) -> jax.Array | No
         keep = _checks.broadcast_bool(where, rows, "where", "rows")
         w = jnp.where(keep, 1.0 if w is None else w, 0.0).astype(dtype)
     return w
+
+
+def _drop_rows(x: jax.Array, w: jax.Array | None) -> jax.Array:
+    """Zeroes the rows of zero weight BEFORE any arithmetic: left-out rows may hold NaN
+    (padding), which must reach neither the value nor the gradient."""
+    return x if w is None else jnp.where((w > 0)[..., None], x, 0.0)
 
 
 def _unit_rows(x: jax.Array) -> jax.Array:
@@ -72,20 +79,29 @@ def _unit_rows(x: jax.Array) -> jax.Array:
 def _second_moment(x: jax.Array, w: jax.Array | None) -> jax.Array:
     """The smaller of X^T W X [d, d] and W^1/2 X X^T W^1/2 [N, N]: same nonzero spectrum."""
     n, d = x.shape[-2:]
-    if w is not None:
-        x = x * jnp.sqrt(w)[..., None]
     xt = jnp.swapaxes(x, -1, -2)
-    return xt @ x if d <= n else x @ xt
+    if d <= n:
+        return xt @ (x if w is None else x * w[..., None])
+    return x @ xt if w is None else (x @ xt) * _masked.weight_outer(w)
 
 
 def _feature_entropy(x, w, order: float, eps) -> jax.Array:
     m = _second_moment(x, w)
     eps = _spectrum.check_eps(eps, m.shape[-1], m.dtype)
     if order == 2.0:
-        trace = jnp.trace(m, axis1=-2, axis2=-1)
-        frob = jnp.sum(m * m, axis=(-2, -1))
-        return -jnp.log(jnp.where(trace > 0, frob, 1.0) / jnp.where(trace > 0, trace, 1.0) ** 2)
+        return _collision_entropy(m)
     return _spectrum.entropy_of_spectrum(_spectrum.eigvalsh(m), order, eps)
+
+
+def _collision_entropy(k: jax.Array) -> jax.Array:
+    """S_2 = -log(||K||_F^2 / (tr K)^2) of a symmetric PSD K, scaled first (scale invariant) so
+    that tiny matrices keep a finite gradient; 0 for the zero matrix."""
+    flat = k.reshape((*k.shape[:-2], -1))
+    k = k / _spectrum.unit_scale(flat)[..., None]
+    trace = jnp.trace(k, axis1=-2, axis2=-1)
+    frob = jnp.sum(k * k, axis=(-2, -1))
+    ok = trace > 0
+    return -jnp.log(jnp.where(ok, frob, 1.0) / jnp.where(ok, trace, 1.0) ** 2)
 
 
 def spectral_entropy(
@@ -132,12 +148,9 @@ def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base
     """
     k = _matrix(matrix, "matrix")
     q = _spectrum.check_order(order)
-    if q == 2.0:
-        trace = jnp.trace(k, axis1=-2, axis2=-1)
-        frob = jnp.sum(jnp.square(_spectrum.symmetrize(k)), axis=(-2, -1))
-        ok = trace > 0
-        return _scale(-jnp.log(jnp.where(ok, frob, 1.0) / jnp.where(ok, trace, 1.0) ** 2), base)
     eps = _spectrum.check_eps(eps, k.shape[-1], k.dtype)
+    if q == 2.0:
+        return _scale(_collision_entropy(_spectrum.symmetrize(k)), base)
     return _scale(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
 
 
@@ -205,9 +218,11 @@ def von_neumann_entropy(
     """
     x = _features(features)
     q = _spectrum.check_order(order)
+    w = _row_weights(None, where, x.shape[:-1], x.dtype)
+    x = _drop_rows(x, w)
     if normalize:
         x = _unit_rows(x)
-    return _feature_entropy(x, _row_weights(None, where, x.shape[:-1], x.dtype), q, eps)
+    return _feature_entropy(x, w, q, eps)
 
 
 def log_vendi_score(
@@ -226,10 +241,12 @@ def log_vendi_score(
     """
     x = _features(features)
     q = _spectrum.check_order(order)
+    w = _row_weights(weights, None, x.shape[:-1], x.dtype)
+    x = _drop_rows(x, w)
     if kernel is None:
         if normalize:
             x = _unit_rows(x)
-        return _feature_entropy(x, _row_weights(weights, None, x.shape[:-1], x.dtype), q, eps)
+        return _feature_entropy(x, w, q, eps)
     if not callable(kernel):
         raise TypeError(f"`kernel` must be a function k(x, y) -> scalar, got {kernel!r}.")
     batch = x.shape[:-2]
@@ -284,8 +301,8 @@ def log_vendi_score_from_kernel(
     k = _matrix(kernel_matrix, "kernel_matrix")
     if weights is not None:
         w = _row_weights(weights, None, k.shape[:-1], k.dtype)
-        root = jnp.sqrt(w)
-        k = k * root[..., :, None] * root[..., None, :]
+        kept = w > 0  # entries of left-out samples may hold anything (NaN): dropped first
+        k = jnp.where(kept[..., :, None] & kept[..., None, :], k, 0.0) * _masked.weight_outer(w)
     return matrix_entropy(k, order=order, eps=eps)
 
 
@@ -368,7 +385,7 @@ def diffusion_spectral_entropy(
         if where is None
         else _checks.broadcast_bool(where, x.shape[:1], "where", "features rows")
     )
-    return _scale(_dse(x, keep, sigma, t, drop_trivial, eps), base)
+    return _scale(_dse(_drop_rows(x, keep), keep, sigma, t, drop_trivial, eps), base)
 
 
 def diffusion_spectral_mutual_information(
@@ -419,6 +436,7 @@ def diffusion_spectral_mutual_information(
         else _checks.broadcast_bool(where, (n,), "where", "features rows")
     )
     _checks.index_range(labels, "labels", num_classes)
+    x = _drop_rows(x, valid)
     member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid  # [C, N]
     counts = jnp.sum(member, axis=-1)
     # Random size-matched subsets: the n_c valid rows with the smallest uniform scores. Class c
