@@ -47,7 +47,9 @@ def aggregate(
     ======================== ============================================================
 
     S = ``num_sequences`` or the number of sequences with at least one valid token.
-    A zero normalizer gives 0 (an all-padding batch has zero loss and zero gradient).
+    A zero normalizer gives 0 (an all-padding batch has zero loss and zero gradient); a
+    negative one is refused. Masked entries may hold anything (NaN, inf): they are selected
+    out before any arithmetic.
 
     Data parallelism: under jit with sharded arrays the reductions are already global. Inside
     ``shard_map`` / ``pmap`` pass ``axis_name`` to psum the default counts over that axis, or pass
@@ -76,6 +78,14 @@ def aggregate(
     # Masked entries may hold NaN/inf padding: select rather than multiply.
     token_sums = jnp.sum(jnp.where(m != 0, m * values, 0.0), axis=-1)
     token_counts = jnp.sum(m, axis=-1)
+    num_tokens, num_sequences, norm_constant = (
+        _normalizer(x, name, values.dtype)
+        for x, name in (
+            (num_tokens, "num_tokens"),
+            (num_sequences, "num_sequences"),
+            (norm_constant, "norm_constant"),
+        )
+    )
     if mode == "token-mean":
         n = psum(jnp.sum(token_counts), axis_name) if num_tokens is None else num_tokens
         return _safe_div(jnp.sum(token_sums), jnp.asarray(n, values.dtype))
@@ -88,5 +98,20 @@ def aggregate(
         per_seq = _safe_div(token_sums, token_counts)
     else:
         c = values.shape[-1] if norm_constant is None else norm_constant
-        per_seq = token_sums / jnp.asarray(c, values.dtype)
+        per_seq = _safe_div(token_sums, jnp.asarray(c, values.dtype))
     return _safe_div(jnp.sum(per_seq), num_sequences)
+
+
+def _normalizer(x, name: str, dtype):
+    """An explicit normalizer: a count or constant >= 0 (0 gives an aggregate of 0). A static
+    value is checked here; a traced one is used as given."""
+    if x is None:
+        return None
+    if _checks.is_static_scalar(x):
+        return _checks.real_scalar(x, name, minimum=0.0)
+    x = jnp.asarray(x)
+    if x.shape != () or not jnp.issubdtype(x.dtype, jnp.number):
+        raise TypeError(
+            f"`{name}` must be a number or a numeric scalar array, got {x.dtype}{x.shape}."
+        )
+    return x.astype(dtype)

@@ -80,7 +80,12 @@ def _squared_hellinger(p, q, axis):
 
 
 def _total_variation(p, q, axis):
-    return 0.5 * jnp.sum(_masked.abs_zero_grad(p.p - q.p), axis=axis)
+    diff = p.p - q.p
+    # |p - q| is not differentiable at p = q; its gradient there is taken as 0. A difference
+    # within round-off of p + q counts as a tie: jit may fuse the two softmaxes differently,
+    # and a sign taken from round-off would make the gradient of TV(p, p) depend on it.
+    tie = jnp.abs(diff) <= 8.0 * jnp.finfo(diff.dtype).eps * (p.p + q.p)
+    return 0.5 * jnp.sum(_masked.abs_zero_grad(jnp.where(tie, 0.0, diff)), axis=axis)
 
 
 def _log_max(dtype) -> float:

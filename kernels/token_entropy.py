@@ -20,6 +20,9 @@ def reference_log_probs_and_entropy(
 ):
     """Unfused reference: materializes the logits (in at least float32) and reduces them; with
     ``vocab_axis`` it first assembles the whole weight on every device."""
+    for name, x in (("hidden", hidden), ("weight", weight)):
+        if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
+            raise TypeError(f"`{name}` must be floating point, got dtype {jnp.asarray(x).dtype}.")
     if vocab_axis is not None:
         # A psum of zero-padded slices is an all-gather whose result is typed as replicated.
         n, v_local = jax.lax.axis_size(vocab_axis), weight.shape[1]

@@ -20,6 +20,8 @@ def max_attention_entropy(
     num_queries: int, num_keys: int, *, causal: bool = False, dtype=jnp.float32
 ):
     """Per-row maximum entropy [Tq]: log(Tk), or log(i + 1) for query i under a causal mask."""
+    num_queries = _checks.positive_int(num_queries, "num_queries")
+    num_keys = _checks.positive_int(num_keys, "num_keys")
     if causal:
         n = jnp.minimum(jnp.arange(1, num_queries + 1), num_keys)
     else:

@@ -34,11 +34,14 @@ def first_order_entropy_change(logits, delta_logits, *, where=None, axis: int = 
 
 
 class EntropyRewardFit(NamedTuple):
+    """The fitted law R = -a exp(H) + b (`fit_entropy_reward`) and its R^2."""
+
     a: jax.Array
     b: jax.Array
     r2: jax.Array  # coefficient of determination of the fit
 
     def predict(self, entropy) -> jax.Array:
+        """The predicted reward -a exp(H) + b at ``entropy`` (any shape)."""
         return -self.a * jnp.exp(jnp.asarray(entropy)) + self.b
 
 

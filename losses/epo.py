@@ -23,13 +23,16 @@ ENTROPY_COEF = 1e-3  # c_H of the paper
 
 
 class EpoState(NamedTuple):
+    """EPO's state across RL steps: the per-turn reference entropies and how often each turn
+    occurred."""
+
     reference: jax.Array  # [num_turns] running mean of each turn's mean token entropy
     count: jax.Array  # [num_turns] int32, RL steps in which the turn occurred
 
 
 def epo_init(num_turns: int) -> EpoState:
-    if not isinstance(num_turns, int) or num_turns < 1:
-        raise ValueError(f"`num_turns` must be a positive int, got {num_turns!r}.")
+    """The initial `EpoState` of ``num_turns`` turns: no reference yet (count 0)."""
+    num_turns = _checks.positive_int(num_turns, "num_turns")
     return EpoState(jnp.zeros((num_turns,), jnp.float32), jnp.zeros((num_turns,), jnp.int32))
 
 
@@ -68,6 +71,7 @@ def _turns(entropy, mask, turn_ids, num_turns):
 
 def turn_entropy(entropy, mask, turn_ids, num_turns: int):
     """(mean token entropy of each turn over the batch [J], whether the turn occurred [J])."""
+    num_turns = _checks.positive_int(num_turns, "num_turns")
     h, valid, ids = _turns(entropy, mask, turn_ids, num_turns)
     w = valid.astype(h.dtype)
     sums = jnp.zeros((num_turns,), h.dtype).at[ids].add(jnp.where(valid, h, 0.0))

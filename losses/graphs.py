@@ -209,22 +209,26 @@ class UniformGraph(_Graph):
         return self.num_tokens
 
     def transition(self, x0, sigma) -> jax.Array:
+        """p_t(y | x_0) = e^{-sigma} [y = x_0] + (1 - e^{-sigma}) / N, shape [..., dim]."""
         x0 = _tokens(x0, "x0", self.dim)
         sigma = _sigma(sigma, x0.shape)[..., None]
         moved = -jnp.expm1(-sigma) / self.num_tokens
         return jnp.exp(-sigma) * _one_hot(x0, self.dim, sigma.dtype) + moved
 
     def sample_transition(self, key, x0, sigma) -> jax.Array:
+        """Draws x_t ~ p_t(. | x_0): redrawn uniformly with probability 1 - e^{-sigma}."""
         x0 = _tokens(x0, "x0", self.dim)
         k1, k2 = jax.random.split(key)
         moved = jax.random.bernoulli(k1, -jnp.expm1(-_sigma(sigma, x0.shape)))
         return jnp.where(moved, jax.random.randint(k2, x0.shape, 0, self.num_tokens), x0)
 
     def rate_weights(self, xt) -> jax.Array:
+        """Q(x_t, y) = 1 / N for y != x_t, 0 at y = x_t, [..., dim]."""
         xt = _tokens(xt, "xt", self.dim)
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, 1.0 / self.num_tokens)
 
     def ratios(self, x0, xt, sigma) -> jax.Array:
+        """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) for y != x_t, 0 at y = x_t."""
         x0, xt = _tokens(x0, "x0", self.dim), _tokens(xt, "xt", self.dim)
         p = self.transition(x0, _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape)))
         p_xt = jnp.take_along_axis(p, xt[..., None], axis=-1)

@@ -35,9 +35,11 @@ class LogLinearNoise:
             raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
 
     def total(self, t) -> jax.Array:
+        """sigma_bar(t) = -log(1 - (1 - eps) t) for times t in [0, 1] (any shape)."""
         return -jnp.log1p(-(1.0 - self.eps) * _time(t))
 
     def rate(self, t) -> jax.Array:
+        """sigma'(t) = (1 - eps) / (1 - (1 - eps) t), the derivative of `total`."""
         return (1.0 - self.eps) / (1.0 - (1.0 - self.eps) * _time(t))
 
     def __call__(self, t) -> tuple[jax.Array, jax.Array]:
@@ -64,10 +66,12 @@ class GeometricNoise:
             raise ValueError(f"Need 0 < sigma_min < sigma_max, got {lo}, {hi}.")
 
     def total(self, t) -> jax.Array:
+        """sigma_bar(t) = sigma_min^(1 - t) sigma_max^t for times t in [0, 1] (any shape)."""
         t = _time(t)
         return jnp.exp((1.0 - t) * jnp.log(self.sigma_min) + t * jnp.log(self.sigma_max))
 
     def rate(self, t) -> jax.Array:
+        """sigma'(t) = sigma_bar(t) log(sigma_max / sigma_min), the derivative of `total`."""
         return self.total(t) * jnp.log(self.sigma_max / self.sigma_min)
 
     def __call__(self, t) -> tuple[jax.Array, jax.Array]:

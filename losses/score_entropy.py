@@ -107,6 +107,10 @@ def sedd_loss(
     """
     x0, valid = _batch(x0, mask)
     eps = _checks.real_scalar(sampling_eps, "sampling_eps", minimum=0.0)
+    if eps >= 1.0:
+        raise ValueError(
+            f"`sampling_eps` must be in [0, 1) (times are drawn in [eps, 1]), got {eps}."
+        )
     kt, kx = jax.random.split(key)
     b = x0.shape[0]
     if stratified:
@@ -129,8 +133,7 @@ def sedd_elbo(
     standard error. Under `GeometricNoise` the integral starts at sigma_min, not 0.
     """
     x0, valid = _batch(x0, mask)
-    if not isinstance(num_times, int) or num_times < 1:
-        raise ValueError(f"`num_times` must be a positive int, got {num_times!r}.")
+    num_times = _checks.positive_int(num_times, "num_times")
     b = x0.shape[0]
     k_t, k_x = jax.random.split(key)
     u = jax.random.uniform(k_t, (num_times, b))

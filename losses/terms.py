@@ -165,6 +165,8 @@ def attention_entropy_term(
     """
     _checks.choice(kind, "kind", _ATTENTION_KINDS)
     name = _checks.term_name(name if name is not None else f"attention_{kind}")
+    if num_keys is not None:
+        num_keys = _checks.positive_int(num_keys, "num_keys")
     if kind == "floor" and mode != "default":
         raise ValueError("`mode` applies to kind='band' only.")
     weight_at = weight_fn(weight, name)
