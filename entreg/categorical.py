@@ -120,6 +120,8 @@ def _order_param(order, name: str):
     """Static orders are validated here; traced orders are used as given (must be finite >= 0)."""
     if _checks.is_static_scalar(order):
         return _checks.real_scalar(order, name, minimum=0.0, allow_inf=True), True
+    if isinstance(order, (str, bool)) or order is None:
+        raise TypeError(f"`{name}` must be a real number >= 0 or a scalar array, got {order!r}.")
     order = _checks.float_array(order, name)
     if order.ndim != 0:
         raise ValueError(f"`{name}` must be a scalar, got shape {order.shape}.")

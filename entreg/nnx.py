@@ -107,5 +107,8 @@ def collect(source, *names: str) -> dict[str, tuple[jax.Array, ...]]:
             found[name].extend(value if isinstance(value, tuple) else (value,))
     empty = [n for n, v in found.items() if not v]
     if empty:
-        raise ValueError(f"Nothing was sown under {empty}; run the model's forward first.")
+        raise ValueError(
+            f"Nothing was sown under `names` {empty}; run the model's forward first (inside "
+            "nnx.capture)."
+        )
     return {n: tuple(v) for n, v in found.items()}

@@ -166,6 +166,7 @@ def matrix_mutual_information(a, b, *, order: float = 1.0, eps: float | None = N
     r"""Matrix-based mutual information I_q(A; B) = S_q(A) + S_q(B) - S_q(A, B) (Sanchez Giraldo
     et al. 2015) between two Gram matrices over the same samples. >= 0 for q = 1 with unit
     diagonals; information-bottleneck studies use q = 1.01 and ``base=2``."""
+    _matrix(a, "a"), _matrix(b, "b")
     kw = {"order": order, "eps": eps, "base": base}
     return matrix_entropy(a, **kw) + matrix_entropy(b, **kw) - joint_matrix_entropy(a, b, **kw)
 

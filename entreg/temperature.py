@@ -42,7 +42,10 @@ def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = 
     _checks.temperature(temperature)
     tau = jnp.asarray(temperature, logits.dtype)
     tau = jnp.expand_dims(_checks.broadcast(tau, batch_shape, "temperature", "tokens"), axis)
-    d = _masked.log_softmax(logits / tau, where, axis)
+    # Excluded entries (-inf, or NaN where `where` is False) are zeroed before the division:
+    # -inf / tau has the derivative inf in tau, and 0 * inf is NaN.
+    valid = logits > -jnp.inf if where is None else where & (logits > -jnp.inf)
+    d = _masked.log_softmax(jnp.where(valid, logits, 0.0) / tau, valid, axis)
     # An id outside [0, V) is outside the support (no wrap-around of -1 to the last class).
     in_range = (tokens >= 0) & (tokens < logits.shape[axis])
     idx = jnp.expand_dims(jnp.where(in_range, tokens, 0), axis)

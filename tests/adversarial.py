@@ -60,16 +60,32 @@ def floating_leaves(tree) -> list[jax.Array]:
     return [x for x in leaves if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
 
 
-def finite_total(fn: Callable) -> Callable:
-    """The sum of the finite entries of every floating output (infinite ones are selected out,
-    so a +inf value must still pass a finite cotangent back)."""
+def value_and_grads(fn: Callable, argnums: tuple[int, ...]) -> Callable:
+    """args -> (outputs, gradients of the sum of the finite floating outputs w.r.t. argnums).
 
-    def total(*args):
-        out = floating_leaves(fn(*args))
-        parts = [jnp.sum(jnp.where(jnp.isfinite(x), x, 0.0).astype(jnp.float32)) for x in out]
-        return sum(parts, jnp.zeros((), jnp.float32))
+    Infinite outputs get a zero cotangent, so a documented +inf must still pass a finite
+    gradient back (0 * inf would be NaN). One function, so that jit compiles value and
+    gradient together."""
 
-    return total
+    def both(*args):
+        def of_selected(*selected):
+            full = list(args)
+            for i, x in zip(argnums, selected, strict=True):
+                full[i] = x
+            return fn(*full)
+
+        out, vjp = jax.vjp(of_selected, *(args[i] for i in argnums))
+        cot = jax.tree.map(
+            lambda x: (
+                jnp.where(jnp.isfinite(x), 1.0, 0.0).astype(x.dtype)
+                if jnp.issubdtype(x.dtype, jnp.inexact)
+                else np.zeros(x.shape, jax.dtypes.float0)
+            ),
+            out,
+        )
+        return out, vjp(cot)
+
+    return both
 
 
 def assert_no_nan(tree, infinite_ok: bool, where: str) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from adversarial import PUBLIC_MODULES, Bad, Edge, assert_no_nan, assert_trees_close, finite_total
+from adversarial import (
+    PUBLIC_MODULES,
+    Bad,
+    Edge,
+    assert_no_nan,
+    assert_trees_close,
+    value_and_grads,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,8 +85,11 @@ def test_every_public_callable_has_a_case():
 @pytest.mark.parametrize(("name", "case"), EDGES, ids=[f"{n}:{c.label}" for n, c in EDGES])
 def test_edge(name, case: Edge):
     where = f"{name} [{case.label}]"
-    eager = case.fn(*case.args)
+    argnums = tuple(case.grad_argnums)
+    both = value_and_grads(case.fn, argnums) if argnums else lambda *a: (case.fn(*a), ())
+    eager, g_eager = both(*case.args)
     assert_no_nan(eager, case.infinite_ok, where)
+    assert_no_nan(g_eager, False, f"{where} gradient")
     if case.dtype is not None:
         for x in jax.tree.leaves(eager):
             if hasattr(x, "dtype") and np.issubdtype(x.dtype, np.inexact):
@@ -87,14 +97,9 @@ def test_edge(name, case: Edge):
     if case.expect is not None:
         case.expect(eager)
     if case.jit:
-        assert_trees_close(jax.jit(case.fn)(*case.args), eager, f"{where} (jit vs eager)")
-    if case.grad_argnums:
-        grad = jax.grad(finite_total(case.fn), argnums=case.grad_argnums)
-        g_eager = grad(*case.args)
-        assert_no_nan(g_eager, False, f"{where} gradient")
-        if case.jit:
-            g_jit = jax.jit(grad)(*case.args)
-            assert_trees_close(g_jit, g_eager, f"{where} gradient (jit vs eager)")
+        jitted, g_jit = jax.jit(both)(*case.args)
+        assert_trees_close(jitted, eager, f"{where} (jit vs eager)")
+        assert_trees_close(g_jit, g_eager, f"{where} gradient (jit vs eager)")
 
 
 @pytest.mark.parametrize(("name", "case"), BADS, ids=[f"{n}:{c.label}" for n, c in BADS])
