@@ -150,6 +150,14 @@ def term_name(name) -> str:
     return name
 
 
+def signals(signals, needed, term: str) -> None:
+    """A loss term's signals must include every name in ``needed`` (KeyError naming them)."""
+    missing = [n for n in needed if n not in signals]
+    if missing:
+        names = ", ".join(f"`{n}`" for n in missing)
+        raise KeyError(f"Term {term!r} needs the signals {names}.")
+
+
 def token_mask(mask, shape: tuple[int, ...], target: str) -> jax.Array:
     """A per-token mask (boolean or 0/1 numbers, as verl's response_mask) as booleans."""
     mask = jnp.asarray(mask)

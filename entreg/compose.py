@@ -43,7 +43,7 @@ class ComposedLoss:
         dup = {n for n in names if names.count(n) > 1} | ({self.base_name} & set(names))
         if dup:
             raise ValueError(
-                f"`terms` must have unique names, none equal to `base_name`; repeated: {sorted(dup)}."
+                f"`terms` need unique names, none equal to `base_name`; repeated: {sorted(dup)}."
             )
 
     def init(self) -> dict[str, Any]:

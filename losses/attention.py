@@ -82,7 +82,7 @@ def attention_band_penalty(
     _checks.choice(mode, "mode", _MODES)
     tolerance = _checks.real_scalar(tolerance, "tolerance", minimum=0.0)
     h, h_max = _entropy_and_max(entropy, max_entropy)
-    theta = _checks.float_array(theta, "theta")
+    theta = _checks.broadcast(_checks.float_array(theta, "theta"), h.shape, "theta", "entropy")
     delta = h - theta * h_max
     tol = tolerance * h_max
     if mode == "faithful":
@@ -107,5 +107,5 @@ def attention_floor_penalty(entropy, floor, *, max_entropy, mask=None) -> jax.Ar
     entropy use `entreg.constraint` instead.
     """
     h, h_max = _entropy_and_max(entropy, max_entropy)
-    floor = _checks.float_array(floor, "floor")
+    floor = _checks.broadcast(_checks.float_array(floor, "floor"), h.shape, "floor", "entropy")
     return _row_mean(jax.nn.relu(floor * h_max - h) ** 2, mask)

@@ -186,6 +186,7 @@ def epo_term(
     def apply(signals, state: EpoState, step):
         if step is None:
             raise ValueError(f"Term {name!r} follows EPO's phase schedule: pass `step`.")
+        _checks.signals(signals, ("entropy", "mask", "turn_ids"), name)
         h, mask, ids = signals["entropy"], signals["mask"], signals["turn_ids"]
         per_token, m = epo_loss(h, mask, ids, state, epoch=step, **epo_kwargs)
         value = aggregate(_checks.float_array(h, "entropy"), mask, mode)

@@ -130,8 +130,11 @@ class AbsorbingGraph(_Graph):
         x0, xt = _tokens(x0, "x0", self.dim), _tokens(xt, "xt", self.dim)
         sigma = _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape))
         masked = xt == self.mask_id
-        r = jnp.where(masked, _inv_expm1(jnp.where(masked, sigma, 1.0)), 0.0)
-        return r[..., None] * _one_hot(x0, self.dim, r.dtype)
+        # sigma = 0 with x_t = MASK is impossible: the ratio is +inf there, with no gradient.
+        live = masked & (sigma > 0)
+        impossible = jnp.where(masked, jnp.inf, 0.0)
+        r = jnp.where(live, _inv_expm1(jnp.where(live, sigma, 1.0)), impossible)
+        return jnp.where(_one_hot(x0, self.dim, bool), r[..., None], 0.0)
 
     def score_entropy(self, log_score, xt, x0, sigma) -> jax.Array:
         r"""Per-position denoising score entropy sum_y Q(x_t, y) f(s_y; r_y) [...] (closed form).
@@ -143,13 +146,16 @@ class AbsorbingGraph(_Graph):
         shape = jnp.broadcast_shapes(xt.shape, x0.shape)
         s = _log_score(log_score, shape, self.dim)
         masked = xt == self.mask_id
-        # A masked position has sigma > 0; elsewhere a placeholder keeps 1 / expm1 finite.
-        sigma = jnp.where(masked, _sigma(sigma, shape), 1.0)
-        log_r = -_log_expm1(sigma)
+        sigma = _sigma(sigma, shape)
+        # A masked position has sigma > 0 (at sigma = 0 it is impossible: +inf, no gradient);
+        # elsewhere a placeholder keeps 1 / expm1 finite.
+        live = masked & (sigma > 0)
+        log_r = -_log_expm1(jnp.where(live, sigma, 1.0))
         r = jnp.exp(log_r)
         pos = jnp.sum(jnp.exp(s[..., : self.num_tokens]), axis=-1)
         neg = r * jnp.take_along_axis(s, x0[..., None], axis=-1)[..., 0]
-        return jnp.where(masked, pos - neg + r * (log_r - 1.0), 0.0)
+        value = jnp.where(live, pos - neg + r * (log_r - 1.0), 0.0)
+        return jnp.where(masked & ~live, jnp.inf, value)
 
     def log_score(self, output, xt, sigma) -> jax.Array:
         """The paper's parameterization: output - log expm1(sigma) - log N, entry x_t set to 0.
@@ -169,8 +175,11 @@ class AbsorbingGraph(_Graph):
         on the MASK entry."""
         score = _checks.float_array(score, "score")
         d = _sigma(dsigma, score.shape[:-1])[..., None]
-        extra = -jnp.expm1(d) * jnp.sum(score, -1, keepdims=True)
-        return jnp.exp(d) * score + extra * _one_hot(self.mask_id, self.dim, score.dtype)
+        # MASK entry: e^d s_M + (1 - e^d) sum_y s_y = s_M - expm1(d) sum_{y real} s_y, without
+        # the cancellation of two e^d-sized terms.
+        mask = _one_hot(self.mask_id, self.dim, bool)
+        real = jnp.sum(jnp.where(mask, 0.0, score), -1, keepdims=True)
+        return jnp.where(mask, score - jnp.expm1(d) * real, jnp.exp(d) * score)
 
     def transp_transition(self, xt, dsigma) -> jax.Array:
         """Row x_t of exp(dsigma Q): e^{-dsigma} at y = x_t, plus 1 - e^{-dsigma} everywhere when
@@ -231,8 +240,12 @@ class UniformGraph(_Graph):
         """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) for y != x_t, 0 at y = x_t."""
         x0, xt = _tokens(x0, "x0", self.dim), _tokens(xt, "xt", self.dim)
         p = self.transition(x0, _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape)))
+        xt = jnp.broadcast_to(xt, p.shape[:-1])
         p_xt = jnp.take_along_axis(p, xt[..., None], axis=-1)
-        return jnp.where(_one_hot(xt, self.dim, bool), 0.0, p / p_xt)
+        # p_t(x_t | x_0) = 0 only at sigma = 0 with x_t != x_0 (impossible): +inf at y = x_0.
+        possible = p_xt > 0
+        r = jnp.where(possible, p / jnp.where(possible, p_xt, 1.0), jnp.where(p > 0, jnp.inf, 0.0))
+        return jnp.where(_one_hot(xt, self.dim, bool), 0.0, r)
 
     def score_entropy(self, log_score, xt, x0, sigma) -> jax.Array:
         """Per-position denoising score entropy (closed form, see the class docstring)."""
@@ -275,7 +288,7 @@ class UniformGraph(_Graph):
 
     def transp_transition(self, xt, dsigma) -> jax.Array:
         """Row x_t of exp(dsigma Q)."""
-        return self.transition(xt, dsigma)
+        return self.transition(_tokens(xt, "xt", self.dim), dsigma)
 
     def sample_prior(self, key, shape, sigma) -> jax.Array:
         """Uniform tokens (the limit of the forward process, and its marginal for uniform x_0)."""

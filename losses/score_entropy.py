@@ -164,10 +164,7 @@ def score_entropy_term(
     weight_at = weight_fn(weight, name)
 
     def apply(signals, state, step):
-        needed = (*SCORE_ENTROPY_SIGNALS, *(() if mask is None else (mask,)))
-        missing = [s for s in needed if s not in signals]
-        if missing:
-            raise KeyError(f"Term {name!r} needs the signals {missing}.")
+        _checks.signals(signals, (*SCORE_ENTROPY_SIGNALS, *(() if mask is None else (mask,))), name)
         per_seq = denoising_score_entropy(
             graph,
             *(signals[s] for s in SCORE_ENTROPY_SIGNALS),

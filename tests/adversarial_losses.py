@@ -111,6 +111,7 @@ def graph_edges(graph, xt):
     dim = graph.dim
     sig = SIGMAS[:, None]  # [5, 1] against tokens [4]
     x0, xt1 = X0[0], xt[0]
+    x05, xt5 = (np.broadcast_to(x, (5, 4)) for x in (x0, xt1))
     log_score = RNG.normal(size=(5, 4, dim))
     name = type(graph).__name__
     return {
@@ -150,15 +151,16 @@ def graph_edges(graph, xt):
             Bad("token out of range", lambda: graph.rate_weights(np.array([-1])), ValueError, "xt"),
         ],
         f"entreg.losses.{name}.ratios": [
-            Edge("sigma from 0 to 200", lambda s: graph.ratios(x0, xt1, s), (sig,)),
+            Edge("sigma 0 to 200", lambda s: graph.ratios(x0, xt1, s), (sig,), infinite_ok=True),
             Bad("xt out of range", lambda: graph.ratios(x0, xt1 + 9, 1.0), ValueError, "xt"),
         ],
         f"entreg.losses.{name}.score_entropy": [
             Edge(
                 "sigma from 0 to 200, extreme scores",
-                lambda s, sg: graph.score_entropy(s, xt1, x0, sg),
+                lambda s, sg: graph.score_entropy(s, xt5, x05, sg),
                 (log_score * 30, sig),
                 (0, 1),
+                infinite_ok=True,  # sigma = 0 at a masked position is impossible: +inf
             ),
             Bad(
                 "log_score shape",
@@ -178,7 +180,9 @@ def graph_edges(graph, xt):
         f"entreg.losses.{name}.staggered_score": [
             Edge(
                 "dsigma 0 to 20",
-                lambda sc, d: graph.staggered_score(sc, d),
+                # Weighted: the plain sum of the outputs does not depend on dsigma, and its
+                # gradient would be round-off of e^20-sized terms.
+                lambda sc, d: graph.staggered_score(sc, d) * np.arange(1.0, dim + 1),
                 (np.exp(log_score[:4]), np.array([[0.0], [1e-6], [1.0], [20.0]])),
                 (0, 1),
             ),
@@ -222,6 +226,9 @@ def noise_edges(noise):
         f"entreg.losses.{name}.rate": [Edge("t in [0, 1]", noise.rate, (t,))],
         f"entreg.losses.{name}.__call__": [Edge("t in [0, 1]", noise, (t,))],
     }
+
+
+MODEL3, MODEL4 = position_model(3), position_model(4)
 
 
 # ------------------------------------------------------------------------------- attention terms
@@ -772,7 +779,7 @@ CASES = {
             "padding holds garbage ids",
             lambda w: losses.sedd_loss(
                 jax.random.key(0),
-                lambda xt, s: w * position_model(4)(xt, s),
+                lambda xt, s: w * MODEL4(xt, s),
                 np.where(SEQ_MASK, X0, 77),
                 ABS,
                 LOGLIN,
@@ -800,7 +807,7 @@ CASES = {
             "uniform, padding",
             lambda w: losses.sedd_elbo(
                 jax.random.key(0),
-                lambda xt, s: w * position_model(3)(xt, s),
+                lambda xt, s: w * MODEL3(xt, s),
                 np.where(SEQ_MASK, X0, -1),
                 UNI,
                 GEO,
