@@ -10,9 +10,10 @@ runs each:
 * `Edge`: the call on adversarial but valid input (one-hot, -inf, +-1e4, NaN / -inf in masked
   slots, fully masked rows, empty batches, size-1 axes, bf16 / f16 / f64, degenerate spectra,
   extreme sigma / temperature / order). Checks: no NaN in any floating output (and no inf unless
-  ``infinite_ok``: a documented +inf), the same outputs under ``jax.jit``, finite gradients of
-  the sum of the finite floating outputs with respect to ``grad_argnums`` (equal under jit and
-  eagerly), the output dtype when ``dtype`` is given, and ``expect(outputs)`` when given.
+  ``infinite_ok``: a documented +inf), finite gradients of the sum of the finite floating outputs
+  with respect to ``grad_argnums``, the output dtype when ``dtype`` is given, ``expect(outputs)``
+  when given, and the same outputs and gradients eagerly and under ``jax.jit`` (for each
+  callable's first case, and for any case with ``eager=True``).
 * `Bad`: a call with bad input must raise ``error`` (TypeError for a wrong kind, ValueError for a
   wrong value) whose message names ``argument`` in backticks.
 """
@@ -41,8 +42,11 @@ class Edge:
     grad_argnums: tuple[int, ...] = (0,)  # floating args to differentiate; () for none
     infinite_ok: bool = False  # a documented +-inf value (its gradient must still be finite)
     dtype: Any = None  # expected dtype of every floating output
-    expect: Callable[[Any], None] | None = None  # extra assertions on the eager outputs
+    expect: Callable[[Any], None] | None = None  # extra assertions on the outputs
     jit: bool = True  # False for callables that cannot be traced as a whole (NNX modules)
+    # Also run eagerly and compare with jit. Eager runs compile every primitive for every new
+    # shape and dtype, so by default only a callable's first case does (see test_adversarial).
+    eager: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -343,6 +343,7 @@ CASES = {
             "total variation p = p: zero gradient, jit or not",
             lambda p: entreg.f_divergence(p, p * 1.0, "total_variation"),
             (RNG.normal(size=(3, 7)),),
+            eager=True,
         ),
         Bad("kind", lambda: entreg.f_divergence(LOGITS, OTHER, "hellinger"), ValueError, "kind"),
         Bad(
