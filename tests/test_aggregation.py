@@ -160,6 +160,9 @@ def test_kl_estimate_at_infinite_and_overflowing_log_ratios():
     np.testing.assert_array_equal(entreg.kl_estimate(lp, lq, "k3"), [inf, inf, 0.0, inf, 0.0])
     np.testing.assert_array_equal(entreg.kl_estimate(lp, lq, "k2"), [inf, inf, 0.0, 3.2e5, 0.0])
     np.testing.assert_array_equal(entreg.kl_estimate(lp, lq, "k1"), [-inf, inf, 0.0, -800, 0.0])
+    np.testing.assert_array_equal(  # any clip >= 0
+        entreg.kl_estimate(np.array([-3.0, 0.0]), np.zeros(2), "k3", value_clip=0.5), [0.5, 0.0]
+    )
     clipped = entreg.kl_estimate(lp, lq, "k3", value_clip=10.0)
     np.testing.assert_array_equal(clipped, [10.0, 10.0, 0.0, 10.0, 0.0])
     # Where the estimate is clipped or infinite, the gradient is 0, never NaN.
