@@ -61,3 +61,10 @@ def abs_zero_grad(x: jax.Array) -> jax.Array:
     """|x| whose derivative is sign(x), i.e. 0 at x = 0 (jnp.abs gives 1 there)."""
     # d/dx [x sign(x)] = sign(x) + x * 0.
     return x * jnp.sign(x)
+
+
+def unit_rows(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit norm; an all-zero row stays zero with a zero gradient."""
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    nonzero = sq > 0
+    return jnp.where(nonzero, x * jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)

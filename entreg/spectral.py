@@ -23,16 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from entreg import _checks, _spectrum
-
-
-def _scale(entropy: jax.Array, base) -> jax.Array:
-    if base is None:
-        return entropy
-    base = _checks.real_scalar(base, "base", minimum=0.0)
-    if base <= 0 or base == 1:
-        raise ValueError(f"`base` must be positive and not 1, got {base}.")
-    return entropy / math.log(base)
+from entreg import _checks, _masked, _spectrum
 
 
 def _matrix(x, name: str) -> jax.Array:
@@ -60,13 +51,6 @@ def _row_weights(weights, where, rows: tuple[int, ...], dtype) -> jax.Array | No
         keep = _checks.broadcast_bool(where, rows, "where", "rows")
         w = jnp.where(keep, 1.0 if w is None else w, 0.0).astype(dtype)
     return w
-
-
-def _unit_rows(x: jax.Array) -> jax.Array:
-    """Rows scaled to unit norm; an all-zero row stays zero with a zero gradient."""
-    sq = jnp.sum(x * x, axis=-1, keepdims=True)
-    nonzero = sq > 0
-    return jnp.where(nonzero, x * jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 
 def _second_moment(x: jax.Array, w: jax.Array | None) -> jax.Array:
@@ -114,7 +98,7 @@ def spectral_entropy(
     lam = jnp.moveaxis(lam, axis, -1)
     q = _spectrum.check_order(order)
     eps = _spectrum.check_eps(eps, lam.shape[-1], lam.dtype)
-    return _scale(_spectrum.entropy_of_spectrum(lam, q, eps), base)
+    return _checks.in_base(_spectrum.entropy_of_spectrum(lam, q, eps), base)
 
 
 def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base=None) -> jax.Array:
@@ -136,9 +120,11 @@ def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base
         trace = jnp.trace(k, axis1=-2, axis2=-1)
         frob = jnp.sum(jnp.square(_spectrum.symmetrize(k)), axis=(-2, -1))
         ok = trace > 0
-        return _scale(-jnp.log(jnp.where(ok, frob, 1.0) / jnp.where(ok, trace, 1.0) ** 2), base)
+        return _checks.in_base(
+            -jnp.log(jnp.where(ok, frob, 1.0) / jnp.where(ok, trace, 1.0) ** 2), base
+        )
     eps = _spectrum.check_eps(eps, k.shape[-1], k.dtype)
-    return _scale(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
+    return _checks.in_base(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
 
 
 def joint_matrix_entropy(a, b, *, order: float = 1.0, eps: float | None = None, base=None):
@@ -206,7 +192,7 @@ def von_neumann_entropy(
     x = _features(features)
     q = _spectrum.check_order(order)
     if normalize:
-        x = _unit_rows(x)
+        x = _masked.unit_rows(x)
     return _feature_entropy(x, _row_weights(None, where, x.shape[:-1], x.dtype), q, eps)
 
 
@@ -228,7 +214,7 @@ def log_vendi_score(
     q = _spectrum.check_order(order)
     if kernel is None:
         if normalize:
-            x = _unit_rows(x)
+            x = _masked.unit_rows(x)
         return _feature_entropy(x, _row_weights(weights, None, x.shape[:-1], x.dtype), q, eps)
     if not callable(kernel):
         raise TypeError(f"`kernel` must be a function k(x, y) -> scalar, got {kernel!r}.")
@@ -367,7 +353,7 @@ def diffusion_spectral_entropy(
         if where is None
         else _checks.broadcast_bool(where, x.shape[:1], "where", "features rows")
     )
-    return _scale(_dse(x, keep, sigma, t, drop_trivial, eps), base)
+    return _checks.in_base(_dse(x, keep, sigma, t, drop_trivial, eps), base)
 
 
 def diffusion_spectral_mutual_information(
@@ -431,7 +417,7 @@ def diffusion_spectral_mutual_information(
     dse = jax.lax.map(lambda m: _dse(x, m, sigma, t, drop_trivial, eps), masks)
     dse = dse.reshape(repetitions + 1, num_classes)
     p = counts / jnp.maximum(jnp.sum(valid), 1)
-    return _scale(jnp.sum(p * (jnp.mean(dse[1:], axis=0) - dse[0])), base)
+    return _checks.in_base(jnp.sum(p * (jnp.mean(dse[1:], axis=0) - dse[0])), base)
 
 
 def stochastic_spectral_entropy(
@@ -494,7 +480,7 @@ def stochastic_spectral_entropy(
         value = (jnp.log(g) - q * jnp.log(tr)) / (1.0 - q)
         influence = (fsum / g - q * traces / tr) / (1.0 - q)
     stderr = jnp.std(influence, ddof=1) / math.sqrt(num_probes)
-    return _scale(value, base), _scale(stderr, base)
+    return _checks.in_base(value, base), _checks.in_base(stderr, base)
 
 
 def _lanczos(matvec, v, steps: int):
