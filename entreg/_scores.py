@@ -70,10 +70,10 @@ def mean(x: jax.Array, mask: jax.Array, axis_name=None) -> jax.Array:
 def log_sum_exp(x: jax.Array, mask: jax.Array, axis, axis_name=None) -> jax.Array:
     """log sum_mask e^x over ``axis`` (psummed over ``axis_name``); -inf for an empty set, with
     a zero gradient. The shift is the masked max (a stop-gradient: it cancels)."""
-    m = jnp.max(jnp.where(mask, x, -jnp.inf), axis=axis, keepdims=True)
+    m = jax.lax.stop_gradient(jnp.max(jnp.where(mask, x, -jnp.inf), axis=axis, keepdims=True))
     if axis_name is not None:
         m = jax.lax.pmax(m, axis_name)
-    shift = jax.lax.stop_gradient(jnp.where(m > -jnp.inf, m, 0.0))
+    shift = jnp.where(m > -jnp.inf, m, 0.0)
     e = jnp.exp(jnp.where(mask, x - shift, -jnp.inf))
     s = psum(jnp.sum(e, axis=axis, keepdims=True), axis_name)
     lse = jnp.where(s > 0, shift + jnp.log(jnp.where(s > 0, s, 1.0)), -jnp.inf)

@@ -70,7 +70,10 @@ def _tuba(s: jax.Array, sc: _scores.Scores, axis_name) -> jax.Array:
 def _dv(s: jax.Array, sc: _scores.Scores, axis_name, tau=None) -> jax.Array:
     """E_p[s] - log E_q[e^clip(s)] (clip to [-tau, tau] inside the partition term only)."""
     inner = s if tau is None else jnp.clip(s, -tau, tau)
-    value = _scores.mean(s, sc.pos, axis_name) - _scores.log_mean_exp(inner, sc.neg, axis_name)
+    # (E_p - lse) + log n: the difference of the two large terms first, for accuracy at 1e4.
+    lse = _scores.log_sum_exp(inner, sc.neg, (-2, -1), axis_name)
+    log_n = jnp.log(jnp.maximum(_scores.count(sc.neg, axis_name), 1.0).astype(lse.dtype))
+    value = (_scores.mean(s, sc.pos, axis_name) - lse) + log_n
     return _nonempty(value, sc.pos, sc.neg, axis_name=axis_name)
 
 
@@ -197,8 +200,9 @@ class MineState(NamedTuple):
     count: jax.Array
 
     @classmethod
-    def init(cls) -> MineState:
-        return cls(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+    def init(cls, dtype=jnp.float32) -> MineState:
+        """The empty state; ``dtype`` of the average (float32, or float64 under x64)."""
+        return cls(jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
 
 
 def mine_bound(
@@ -246,7 +250,8 @@ def mine_bound(
     ok = (_scores.count(sc.pos, axis_name) > 0) & (_scores.count(sc.neg, axis_name) > 0)
     count = state.count + 1
     # m_n = m_{n-1} + w (x_n - m_{n-1}), w = (1 - d) / (1 - d^n): w = 1 at the first update.
-    w = (1.0 - decay) / (1.0 - decay ** count.astype(jnp.float32))
+    dtype = jnp.promote_types(sc.s.dtype, state.log_partition.dtype)
+    w = (1.0 - decay) / (1.0 - decay ** count.astype(dtype))
     w = jnp.minimum(w, 1.0)
     batch = jax.lax.stop_gradient(jnp.where(ok, lme, 0.0))
     first = (state.count == 0) | (decay == 0.0)
@@ -258,7 +263,7 @@ def mine_bound(
     surrogate = mean_p - ratio
     value = jnp.where(ok, _scores.with_value(surrogate, mean_p - lme), 0.0)
     new_state = MineState(
-        jnp.where(ok, log_m, state.log_partition).astype(jnp.float32),
+        jnp.where(ok, log_m, state.log_partition).astype(state.log_partition.dtype),
         jnp.where(ok, count, state.count).astype(jnp.int32),
     )
     return _checks.in_base(value, base), new_state
@@ -302,9 +307,10 @@ def infonce_bound(
         rows_sharded = axis_name if axis == -2 else None
         lse = _scores.log_sum_exp(sc.s, sc.valid, axis, rows_sharded)
         n = psum(jnp.sum(sc.valid, axis=axis, dtype=lse.dtype), rows_sharded)
-        lme = jnp.expand_dims(lse - jnp.log(jnp.maximum(n, 1.0)), axis)
-        ok = jnp.isfinite(lme)
-        term = jnp.where(ok, sc.s - jnp.where(ok, lme, 0.0), -jnp.inf)
+        lse, log_n = jnp.expand_dims(lse, axis), jnp.expand_dims(jnp.log(jnp.maximum(n, 1.0)), axis)
+        ok = jnp.isfinite(lse)
+        # (S_ij - lse) + log K: the difference of the two large terms first.
+        term = jnp.where(ok, (sc.s - jnp.where(ok, lse, 0.0)) + log_n, -jnp.inf)
         return _scores.mean(term, sc.pos, axis_name)
 
     if direction == "rows":
