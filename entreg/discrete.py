@@ -25,7 +25,11 @@ from jax.typing import ArrayLike
 
 from entreg import _checks
 
-_CORRECTIONS = (None, "miller_madow")
+
+def _check_correction(correction):
+    if correction not in (None, "miller_madow"):
+        raise ValueError(f"`correction` must be None or 'miller_madow', got {correction!r}.")
+    return correction
 
 
 def _labels(x, name: str) -> jax.Array:
@@ -90,7 +94,7 @@ def discrete_entropy(
       A scalar (float64 under x64, else float32); 0 without valid samples.
     """
     x = _labels(labels, "labels")
-    _checks.choice(correction, "correction", _CORRECTIONS)
+    _check_correction(correction)
     valid = _validity(where, x.shape[0])
     h, bins, n = _entropy_terms(x, valid)
     return _checks.in_base(h + _correction(correction, bins - 1.0, n), base)
@@ -116,7 +120,7 @@ def discrete_mutual_information(
         raise ValueError(
             f"`x` and `y` must have the same number of samples, got {x.shape} and {y.shape}."
         )
-    _checks.choice(correction, "correction", _CORRECTIONS)
+    _check_correction(correction)
     valid = _validity(where, x.shape[0])
     common = jnp.promote_types(x.dtype, y.dtype)
     hx, mx, n = _entropy_terms(x, valid)
