@@ -10,6 +10,7 @@ r"""Batch entropy estimators for embeddings, as used by self-supervised regulari
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -58,6 +59,11 @@ def m_spacing_entropy(
     Returns:
       Marginal entropies [..., d]; 0 where fewer than m + 1 samples are valid.
     """
+    return _checks.in_base(_m_spacing_entropy(x, where, m, eps), base)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _m_spacing_entropy(x, where, m, eps):
     x = _features(x, "x")
     n = x.shape[-2]
     eps = _checks.real_scalar(eps, "eps", minimum=0.0)
@@ -74,11 +80,12 @@ def m_spacing_entropy(
     ahead = jnp.minimum(i + spacing.astype(jnp.int32), n - 1)
     upper = jnp.take_along_axis(u, jnp.broadcast_to(ahead, u.shape), axis=-2)
     used = i < count - spacing
-    gap = jnp.where(used, upper - jnp.where(used, u, 0.0), 0.0)
+    # Unused slots hold +inf (padding sorted last): select before subtracting.
+    gap = jnp.where(used, jnp.where(used, upper, 0.0) - jnp.where(used, u, 0.0), 0.0)
     terms = jnp.where(used, jnp.log((count + 1.0) / spacing * gap + eps), 0.0)
     terms_used = jnp.sum(used, axis=-2).astype(x.dtype)
     h = jnp.sum(terms, axis=-2) / jnp.maximum(terms_used, 1.0)
-    return _checks.in_base(jnp.where(terms_used > 0, h, 0.0), base)
+    return jnp.where(terms_used > 0, h, 0.0)
 
 
 def _log_bessel_series(nu: float, x: float) -> float:
@@ -155,6 +162,11 @@ def vmf_kde_entropy(z: ArrayLike, *, kappa: float = 10.0, where=None, base=None)
     Returns:
       [...] entropies (float32 or wider); 0 without valid rows.
     """
+    return _checks.in_base(_vmf_kde_entropy(z, where, kappa), base)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _vmf_kde_entropy(z, where, kappa):
     z = _features(z, "z")
     log_c = vmf_log_normalizer(z.shape[-1], kappa)
     valid = _rows(where, z.shape[:-1])
@@ -165,4 +177,4 @@ def vmf_kde_entropy(z: ArrayLike, *, kappa: float = 10.0, where=None, base=None)
     n = jnp.sum(valid, axis=-1).astype(u.dtype)
     per_row = jnp.where(valid, jnp.log(jnp.maximum(n, 1.0))[..., None] - lse, 0.0)
     h = jnp.sum(per_row, axis=-1) / jnp.maximum(n, 1.0) - log_c
-    return _checks.in_base(jnp.where(n > 0, h, 0.0), base)
+    return jnp.where(n > 0, h, 0.0)

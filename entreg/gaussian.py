@@ -35,10 +35,16 @@ def _covariance(cov, name: str = "cov") -> jax.Array:
     return c
 
 
-def _logdet(c: jax.Array, name: str = "cov") -> jax.Array:
-    """log det of SPD matrices [..., d, d] via Cholesky (symmetric part)."""
+@jax.jit
+def _cholesky_logdet(c: jax.Array) -> jax.Array:
     chol = jnp.linalg.cholesky(0.5 * (c + jnp.swapaxes(c, -1, -2)))
-    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+
+
+def _logdet(c: jax.Array, name: str = "cov") -> jax.Array:
+    """log det of SPD matrices [..., d, d] via Cholesky (symmetric part); NaN where not PD,
+    which raises when the value is concrete."""
+    logdet = _cholesky_logdet(c)
     if not isinstance(logdet, jax.core.Tracer) and bool(jnp.any(jnp.isnan(logdet))):
         raise ValueError(f"`{name}` must be symmetric positive definite.")
     return logdet

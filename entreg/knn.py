@@ -26,6 +26,7 @@ each column and adds a tie-breaking jitter relative to the data scale (``standar
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -162,6 +163,13 @@ def ksg_total_correlation(
         raise TypeError("`variables` must be a sequence of sample arrays [N] or [N, d].")
     if len(variables) < 2:
         raise ValueError(f"`variables` needs at least 2 arrays, got {len(variables)}.")
+    value = _ksg(tuple(variables), where, key, k, variant, block_size, bool(standardize))
+    return _checks.in_base(value, base)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _ksg(variables, where, key, k, variant, block_size, standardize):
+    """The estimator, validation included, as one computation (an eager call compiles once)."""
     vs = [_points(v, f"variables[{i}]") for i, v in enumerate(variables)]
     n = vs[0].shape[0]
     for i, v in enumerate(vs):
@@ -189,7 +197,7 @@ def ksg_total_correlation(
         per_point = jnp.sum(digamma(jnp.maximum(counts, 1.0)), axis=-1)
         const = digamma(float(k)) - (m - 1) / k + (m - 1) * digamma(n_valid)
     avg = jnp.sum(jnp.where(valid, per_point, 0.0)) / jnp.maximum(n_valid, 1.0)
-    return _checks.in_base(jnp.where(n_valid > k, const - avg, 0.0), base)
+    return jnp.where(n_valid > k, const - avg, 0.0)
 
 
 def ksg_mutual_information(
@@ -265,6 +273,11 @@ def kl_entropy(
     Returns:
       A scalar, float32 (float64 for float64 inputs).
     """
+    return _checks.in_base(_kl_entropy(x, where, k, norm, block_size), base)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _kl_entropy(x, where, k, norm, block_size):
     x = _points(x, "x")
     n, d = x.shape
     k = _check_k(k, n)
@@ -299,4 +312,4 @@ def kl_entropy(
     value = digamma(n_valid) - digamma(float(k)) + log_unit_ball + d * mean_log_r
     # log 0 = -inf at a duplicate; the finite remainder keeps its gradient.
     value = -_masked.plus_inf_where(-value, jnp.any(valid & ~pos))
-    return _checks.in_base(jnp.where(n_valid > k, value, 0.0), base)
+    return jnp.where(n_valid > k, value, 0.0)

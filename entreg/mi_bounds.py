@@ -39,6 +39,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -50,6 +51,12 @@ from entreg import _checks, _scores
 from entreg.aggregation import psum
 
 _DIRECTIONS = ("rows", "columns", "both")
+
+
+def _compiled(*static):
+    """jax.jit of a bound's array math (validation included: errors are raised while tracing),
+    so an eager call compiles one computation instead of one per primitive."""
+    return functools.partial(jax.jit, static_argnames=("axis_name", *static))
 
 
 def _nonempty(value: jax.Array, *masks: jax.Array, axis_name=None) -> jax.Array:
@@ -109,7 +116,11 @@ def barber_agakov_bound(
     lq = _checks.float_array(log_conditional, "log_conditional")
     if lq.ndim < 1:
         raise ValueError(f"`log_conditional` must be [..., N], got shape {lq.shape}.")
-    h = _checks.float_array(entropy, "entropy")
+    h = jnp.asarray(entropy)
+    if not jnp.issubdtype(h.dtype, jnp.floating):
+        raise TypeError(f"`entropy` must be a floating-point value, got dtype {h.dtype}.")
+    # A Python float entropy (weakly typed) follows log_conditional's dtype.
+    h = h.astype(jnp.result_type(lq, h))
     h = _checks.broadcast(h, lq.shape[:-1], "entropy", "log_conditional batch")
     valid = jnp.ones(lq.shape, bool)
     if where is not None:
@@ -143,11 +154,16 @@ def tuba_bound(
     Returns:
       The bound [...] in nats (or ``base``), float32 or wider.
     """
+    return _checks.in_base(_tuba_bound(scores, log_baseline, positives, where, axis_name), base)
+
+
+@_compiled()
+def _tuba_bound(scores, log_baseline, positives, where, axis_name):
     sc = _scores.prepare(scores, positives, where, axis_name)
     la = _checks.float_array(log_baseline, "log_baseline")
     la = _checks.broadcast(la, (*sc.s.shape[:-2], sc.s.shape[-1]), "log_baseline", "columns")
     la = jnp.where(jnp.any(sc.valid, axis=-2), la, 0.0)[..., None, :]
-    return _checks.in_base(_tuba(sc.s - la, sc, axis_name), base)
+    return _tuba(sc.s - la, sc, axis_name)
 
 
 def nwj_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
@@ -166,8 +182,13 @@ def nwj_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, 
     Returns:
       The bound [...]; -inf when E_q[e^f] overflows (the gradient stays finite).
     """
+    return _checks.in_base(_nwj_bound(scores, positives, where, axis_name), base)
+
+
+@_compiled()
+def _nwj_bound(scores, positives, where, axis_name):
     sc = _scores.prepare(scores, positives, where, axis_name)
-    return _checks.in_base(_tuba(sc.s - 1.0, sc, axis_name), base)
+    return _tuba(sc.s - 1.0, sc, axis_name)
 
 
 def dv_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
@@ -184,8 +205,13 @@ def dv_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, b
     Returns:
       The batch value [...].
     """
+    return _checks.in_base(_dv_bound(scores, positives, where, axis_name), base)
+
+
+@_compiled()
+def _dv_bound(scores, positives, where, axis_name):
     sc = _scores.prepare(scores, positives, where, axis_name)
-    return _checks.in_base(_dv(sc.s, sc, axis_name), base)
+    return _dv(sc.s, sc, axis_name)
 
 
 class MineState(NamedTuple):
@@ -238,7 +264,6 @@ def mine_bound(
       ``(value [...], new_state)``; a batch without positives or negatives leaves the state
       unchanged.
     """
-    sc = _scores.prepare(scores, positives, where, axis_name)
     decay = _checks.real_scalar(decay, "decay", minimum=0.0)
     if decay >= 1.0:
         raise ValueError(f"`decay` must be in [0, 1), got {decay}.")
@@ -246,6 +271,13 @@ def mine_bound(
         state = MineState.init()
     if not isinstance(state, MineState):
         raise TypeError(f"`state` must be a MineState, got {type(state).__name__}.")
+    value, new_state = _mine_bound(scores, state, positives, where, axis_name, decay)
+    return _checks.in_base(value, base), new_state
+
+
+@_compiled("decay")
+def _mine_bound(scores, state, positives, where, axis_name, decay):
+    sc = _scores.prepare(scores, positives, where, axis_name)
     lme = _scores.log_mean_exp(sc.s, sc.neg, axis_name)
     ok = (_scores.count(sc.pos, axis_name) > 0) & (_scores.count(sc.neg, axis_name) > 0)
     count = state.count + 1
@@ -266,7 +298,7 @@ def mine_bound(
         jnp.where(ok, log_m, state.log_partition).astype(state.log_partition.dtype),
         jnp.where(ok, count, state.count).astype(jnp.int32),
     )
-    return _checks.in_base(value, base), new_state
+    return value, new_state
 
 
 def infonce_bound(
@@ -301,6 +333,11 @@ def infonce_bound(
       The bound [...] in nats (or ``base``); -inf only when a positive score is -inf.
     """
     direction = _checks.choice(direction, "direction", _DIRECTIONS)
+    return _checks.in_base(_infonce_bound(scores, positives, where, axis_name, direction), base)
+
+
+@_compiled("direction")
+def _infonce_bound(scores, positives, where, axis_name, direction):
     sc = _scores.prepare(scores, positives, where, axis_name)
 
     def one(axis: int):
@@ -314,12 +351,10 @@ def infonce_bound(
         return _scores.mean(term, sc.pos, axis_name)
 
     if direction == "rows":
-        value = one(-1)
-    elif direction == "columns":
-        value = one(-2)
-    else:
-        value = 0.5 * (one(-1) + one(-2))
-    return _checks.in_base(value, base)
+        return one(-1)
+    if direction == "columns":
+        return one(-2)
+    return 0.5 * (one(-1) + one(-2))
 
 
 def interpolated_bound(
@@ -354,6 +389,11 @@ def interpolated_bound(
     Returns:
       The bound [...]; 0 with fewer than two valid samples.
     """
+    return _checks.in_base(_interpolated_bound(scores, log_baseline, alpha_logit, where), base)
+
+
+@jax.jit
+def _interpolated_bound(scores, log_baseline, alpha_logit, where):
     s = _checks.float_array(scores, "scores")
     if s.ndim < 2 or s.shape[-1] != s.shape[-2]:
         raise ValueError(f"`scores` must be square [..., N, N], got shape {s.shape}.")
@@ -391,8 +431,7 @@ def interpolated_bound(
     joint = _scores.mean(diag_t[..., :, None] - log_a, offdiag)
     a_self = jnp.diagonal(log_a, axis1=-2, axis2=-1)
     marginal = _scores.exp_capped(_scores.log_mean_exp(t - a_self[..., :, None], offdiag))
-    value = jnp.where(k >= 1, 1.0 + joint - marginal, 0.0)
-    return _checks.in_base(value, base)
+    return jnp.where(k >= 1, 1.0 + joint - marginal, 0.0)
 
 
 def js_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
@@ -412,9 +451,14 @@ def js_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, b
     Returns:
       The NWJ(f + 1) value [...] carrying the gradient of J (training-only estimator).
     """
+    return _checks.in_base(_js_bound(scores, positives, where, axis_name), base)
+
+
+@_compiled()
+def _js_bound(scores, positives, where, axis_name):
     sc = _scores.prepare(scores, positives, where, axis_name)
     value = _scores.with_value(_js_objective(sc, axis_name), _tuba(sc.s, sc, axis_name))
-    return _checks.in_base(_nonempty(value, sc.pos, sc.neg, axis_name=axis_name), base)
+    return _nonempty(value, sc.pos, sc.neg, axis_name=axis_name)
 
 
 def jsd_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
@@ -434,9 +478,14 @@ def jsd_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, 
     Returns:
       The estimate [...] in [-inf, 2 log 2].
     """
+    return _checks.in_base(_jsd_bound(scores, positives, where, axis_name), base)
+
+
+@_compiled()
+def _jsd_bound(scores, positives, where, axis_name):
     sc = _scores.prepare(scores, positives, where, axis_name)
     value = _js_objective(sc, axis_name) + 2.0 * math.log(2.0)
-    return _checks.in_base(_nonempty(value, sc.pos, sc.neg, axis_name=axis_name), base)
+    return _nonempty(value, sc.pos, sc.neg, axis_name=axis_name)
 
 
 def smile_bound(
@@ -469,6 +518,11 @@ def smile_bound(
         if not tau > 0:
             raise ValueError(f"`tau` must be > 0 (or None), got {tau}.")
         tau = None if math.isinf(tau) else tau
+    return _checks.in_base(_smile_bound(scores, positives, where, axis_name, tau), base)
+
+
+@_compiled("tau")
+def _smile_bound(scores, positives, where, axis_name, tau):
     sc = _scores.prepare(scores, positives, where, axis_name)
     value = _scores.with_value(_js_objective(sc, axis_name), _dv(sc.s, sc, axis_name, tau))
-    return _checks.in_base(_nonempty(value, sc.pos, sc.neg, axis_name=axis_name), base)
+    return _nonempty(value, sc.pos, sc.neg, axis_name=axis_name)

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 
 from entreg import _scores
 
+from . import _online
+
 
 def accumulation_dtype(a, c):
     """float32, or float64 for float64 embeddings: never a 16-bit dtype."""
@@ -58,19 +60,20 @@ def _forward(a, c, tau, labels, exclude, valid_a, valid_c, block):
     return jnp.sum(term), jnp.sum(has_pos).astype(term.dtype), lse, has_pos
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def rows_infonce(a, c, tau, labels, exclude, valid_a, valid_c, block: int):
-    """(total, count) of anchors a [n, e] (n a multiple of ``block``) against candidates c."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def rows_infonce(a, c, tau, labels, exclude, valid_a, valid_c, block: int, axis_name=None):
+    """(total, count) of anchors a [n, e] (n a multiple of ``block``) against candidates c;
+    ``axis_name``: the mapped axis when called inside shard_map (for the scan's typing)."""
     total, count, _, _ = _forward(a, c, tau, labels, exclude, valid_a, valid_c, block)
     return total, count
 
 
-def _fwd(a, c, tau, labels, exclude, valid_a, valid_c, block):
+def _fwd(a, c, tau, labels, exclude, valid_a, valid_c, block, axis_name):
     total, count, lse, has_pos = _forward(a, c, tau, labels, exclude, valid_a, valid_c, block)
     return (total, count), (a, c, tau, labels, exclude, valid_a, valid_c, lse, has_pos)
 
 
-def _bwd(block, res, cotangents):
+def _bwd(block, axis_name, res, cotangents):
     a, c, tau, labels, exclude, valid_a, valid_c, lse, has_pos = res
     g = cotangents[0]
     acc = accumulation_dtype(a, c)
@@ -89,9 +92,11 @@ def _bwd(block, res, cotangents):
         dc = dc + jnp.dot(ds_in.T, a_b, preferred_element_type=acc)
         return (dc, dtau - jnp.sum(ds * s)), da_b
 
-    init = (jnp.zeros(c.shape, acc), jnp.zeros((), acc))
+    init = _online.varying((jnp.zeros(c.shape, acc), jnp.zeros((), acc)), axis_name)
     (dc, dtau), da = jax.lax.scan(step, init, jnp.arange(0, a.shape[0], block))
     da = da.reshape(a.shape)
+    if axis_name is not None:  # tau is replicated: its cotangent sums every device's part
+        dtau = jax.lax.psum(dtau, axis_name)
     zero = functools.partial(jnp.zeros, dtype=jax.dtypes.float0)
     return (
         (da / tau).astype(a.dtype),

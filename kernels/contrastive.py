@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -63,6 +65,7 @@ def _one_direction(anchors, cands, tau, labels, exclude, va, vc, block, axis_nam
         jnp.pad(va, (0, pad)),
         vc,
         block,
+        axis_name,
     )
     if axis_name is not None:
         total, count = jax.lax.psum((total, count), axis_name)
@@ -116,22 +119,42 @@ def infonce_from_embeddings(
     Returns:
       A scalar in float32 (float64 for float64 inputs); 0 without a valid positive.
     """
-    xa, ya = _embeddings(x, "x"), _embeddings(y, "y")
-    if xa.shape[1] != ya.shape[1]:
-        raise ValueError(f"`x` and `y` must have the same width, got {xa.shape} and {ya.shape}.")
     direction = _checks.choice(direction, "direction", _DIRECTIONS)
     impl = _checks.choice(
         "xla" if implementation is None else implementation, "implementation", IMPLEMENTATIONS
     )
     block = _checks.positive_int(block_size, "block_size")
     _checks.temperature(temperature)
+    return _infonce(
+        x,
+        y,
+        temperature,
+        labels,
+        where_x,
+        where_y,
+        direction,
+        bool(exclude_diagonal),
+        block,
+        axis_name,
+        impl,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
+def _infonce(
+    x, y, temperature, labels, where_x, where_y, direction, exclude, block, axis_name, impl
+):
+    """The whole computation, validation included (an eager call compiles it once)."""
+    xa, ya = _embeddings(x, "x"), _embeddings(y, "y")
+    if xa.shape[1] != ya.shape[1]:
+        raise ValueError(f"`x` and `y` must have the same width, got {xa.shape} and {ya.shape}.")
     tau = jnp.asarray(temperature, _infonce_xla.accumulation_dtype(xa, ya))
     if tau.shape != ():
         raise ValueError(f"`temperature` must be a scalar, got shape {tau.shape}.")
     devices = 1 if axis_name is None else _checks.axis_size(axis_name)
     n, m = xa.shape[0], ya.shape[0]
     if labels is None:
-        if exclude_diagonal:
+        if exclude:
             raise ValueError(
                 "`exclude_diagonal` would exclude the default diagonal positives: pass `labels`."
             )
@@ -151,7 +174,6 @@ def infonce_from_embeddings(
     ya = jnp.where(vy[:, None], ya, jnp.zeros((), ya.dtype))
     rows_x = _offset(n, axis_name) + jnp.arange(n)
     rows_y = _offset(m, axis_name) + jnp.arange(m)
-    none = jnp.full((n,), -1)
     values = []
     if direction in ("rows", "both"):
         values.append(
@@ -160,7 +182,7 @@ def infonce_from_embeddings(
                 _gather(ya, axis_name),
                 tau,
                 labels,
-                rows_x if exclude_diagonal else none,
+                rows_x if exclude else jnp.full((n,), -1),
                 vx,
                 _gather(vy, axis_name),
                 min(block, n),
@@ -180,7 +202,7 @@ def infonce_from_embeddings(
                 _gather(xa, axis_name),
                 tau,
                 col_labels,
-                rows_y if exclude_diagonal else jnp.full((m,), -1),
+                rows_y if exclude else jnp.full((m,), -1),
                 vy,
                 _gather(vx, axis_name),
                 min(block, m),

@@ -101,11 +101,13 @@ def infonce_bonus(
         _checks.signals(signals, (*views, where, temp_signal), name)
         tau = signals[temperature] if temp_signal else temperature
         z1, z2 = (jnp.asarray(signals[v]) for v in views)
-        if similarity == "cosine":
-            z1, z2 = _masked.unit_rows(z1), _masked.unit_rows(z2)
         n = z1.shape[0]
         devices = 1 if axis_name is None else _checks.axis_size(axis_name)
         mask = _row_mask(signals, where, n)
+        if mask is not None:  # padding rows may hold garbage: select before any arithmetic
+            z1, z2 = (jnp.where(mask[:, None], z, jnp.zeros((), z.dtype)) for z in (z1, z2))
+        if similarity == "cosine":
+            z1, z2 = _masked.unit_rows(z1), _masked.unit_rows(z2)
         kw = dict(
             temperature=tau,
             block_size=block_size,
@@ -177,6 +179,9 @@ def deep_infomax_bonus(
                 f"{loc.shape} and {glob.shape}."
             )
         mask = _row_mask(signals, where, loc.shape[0])
+        if mask is not None:  # padding rows may hold garbage: select before the products
+            loc = jnp.where(mask[:, None, None], loc, 0.0)
+            glob = jnp.where(mask[:, None], glob, 0.0)
         glob_all = glob if axis_name is None else jax.lax.all_gather(glob, axis_name, tiled=True)
         scores = jnp.einsum("nle,me->lnm", loc, glob_all)
         pairs = None
@@ -252,16 +257,18 @@ def effective_entropy_bonus(
     def measure(signals):
         _checks.signals(signals, (features, where), name)
         x = _checks.float_array(signals[features], "features")
-        mask = None if where is None else signals[where]
+        if x.ndim < 2:
+            raise ValueError(f"`features` must be [..., N, d], got shape {x.shape}.")
+        valid = jnp.ones(x.shape[:-1], bool)
+        if where is not None:
+            valid = _checks.broadcast_bool(signals[where], x.shape[:-1], "where", "features rows")
+        x = jnp.where(valid[..., None], x, 0.0)  # padding may hold garbage
         if estimator == "vmf_kde":
-            return jnp.mean(vmf_kde_entropy(x, kappa=kappa, where=mask)), 0.0, {}
+            return jnp.mean(vmf_kde_entropy(x, kappa=kappa, where=valid)), 0.0, {}
         u = jax.nn.sigmoid(x)
-        value = jnp.mean(m_spacing_entropy(u, where=mask))
+        value = jnp.mean(m_spacing_entropy(u, where=valid))
         if not c:
             return value, 0.0, {}
-        valid = jnp.ones(u.shape[:-1], bool)
-        if mask is not None:
-            valid = _checks.broadcast_bool(mask, u.shape[:-1], "where", "features rows")
         cov = _decorrelation(jnp.where(valid[..., None], u, 0.0), valid)
         return value, c * cov, {"covariance": cov}
 

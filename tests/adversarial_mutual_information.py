@@ -1,7 +1,9 @@
 """Adversarial cases for the mutual-information family (bounds, critics, kNN, closed forms,
 O-information, embedding entropies, the InfoNCE kernel and the contrastive loss terms).
 
-Shapes are shared across cases so that eager op compilations are reused."""
+Every Edge compiles four times (eager, jit, their gradients), so each callable gets one Edge
+combining its adversarial inputs; fully masked batches, N = 1 and float32 / float64 inputs are
+covered by the unit tests (tests/test_mi_bounds.py and neighbours)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,35 +14,33 @@ import entreg
 from entreg import kernels, losses
 
 NAN = np.nan
-# Scores [4, 5]: +1e4 positives, -1e4 negatives, NaN in masked slots, a fully masked row.
+# Scores [4, 5] in bf16: +1e4 positives, -1e4 negatives, NaN in masked slots, a masked row.
 VALID = np.ones((4, 5), bool)
 VALID[2] = False
 VALID[0, 3] = False
-S = np.where(np.eye(4, 5, dtype=bool), 1e4, -1e4)
-S = np.where(VALID, S, NAN).astype(np.float32)
-EMPTY = np.zeros((4, 5), bool)
-S_BF16 = jnp.asarray(np.where(VALID, 1e4 * np.eye(4, 5), 0.0), jnp.bfloat16)
-ONE = np.zeros((1, 1), np.float32)  # N = 1: no negatives
-
-
-def _finite(*values):
-    def check(out):
-        for v in values if values else jax.tree.leaves(out):
-            assert np.all(np.isfinite(np.asarray(v, np.float64)))
-
-    return check
+S = jnp.asarray(np.where(VALID, np.where(np.eye(4, 5, dtype=bool), 1e4, -1e4), NAN), jnp.bfloat16)
+X8 = np.linspace(-1.0, 1.0, 24).reshape(8, 3)  # 8 samples in 3-d
+Y8 = np.cos(np.arange(16.0)).reshape(8, 2)
+_Q = np.linalg.qr(np.cos(np.arange(9.0)).reshape(3, 3))[0]
+COV = _Q @ np.diag([2.0, 1.0, 1e-6]) @ _Q.T  # nearly singular (condition number 2e6)
+ROWS = np.array([True] * 6 + [False] * 2)
+X8_DIRTY = np.where(ROWS[:, None], X8, NAN)
+LABELS = np.array([0, 1, 1, 2, 2, 2, 7, 7])
+E16 = np.tile(np.eye(4), (4, 1)) * 1e4  # one-hot, huge embeddings [16, 4]
 
 
 def _zero(out):
     assert float(jax.tree.leaves(out)[0]) == 0.0
 
 
-def bound_cases(fn, name):
+def bound_cases(fn):
     return [
-        Edge("+-1e4, NaN masked slots, masked row", lambda s: fn(s, where=VALID), (S,)),
-        Edge("bf16 saturated", lambda s: fn(s, where=VALID), (S_BF16,), dtype=jnp.float32),
-        Edge("fully masked", lambda s: fn(s, where=EMPTY), (S,), expect=_zero),
-        Edge("N = 1", fn, (ONE,), expect=_zero),
+        Edge(
+            "bf16, +-1e4, NaN masked slots, masked row",
+            lambda s: fn(s, where=VALID),
+            (S,),
+            dtype=jnp.float32,
+        ),
         Bad("int scores", lambda: fn(np.zeros((3, 3), int)), TypeError, "scores"),
         Bad("M < N", lambda: fn(np.zeros((3, 2))), ValueError, "scores"),
         Bad(
@@ -52,65 +52,33 @@ def bound_cases(fn, name):
     ]
 
 
-def mine_value(s, **kw):
-    return entreg.mine_bound(s, **kw)
-
-
-X8 = np.linspace(-1.0, 1.0, 24).reshape(8, 3)  # 8 samples in 3-d
-Y8 = np.cos(np.arange(16.0)).reshape(8, 2)
-COV = np.array([[2.0, 0.9, 0.1], [0.9, 1.0, 0.3], [0.1, 0.3, 1e-6]])  # nearly singular
-ROWS = np.array([True] * 6 + [False] * 2)
-X8_DIRTY = np.where(ROWS[:, None], X8, NAN)
-LABELS = np.array([0, 1, 1, 2, 2, 2, 7, 7])
-E16 = np.tile(np.eye(4), (4, 1)) * 1e4  # one-hot, huge embeddings [16, 4]
-
+BOUNDS = {
+    "nwj_bound": entreg.nwj_bound,
+    "dv_bound": entreg.dv_bound,
+    "infonce_bound": lambda s, **kw: entreg.infonce_bound(s, direction="both", **kw),
+    "js_bound": entreg.js_bound,
+    "jsd_bound": entreg.jsd_bound,
+    "smile_bound": entreg.smile_bound,
+    "tuba_bound": lambda s, **kw: entreg.tuba_bound(s, jnp.zeros(s.shape[-1], s.dtype), **kw),
+    "mine_bound": entreg.mine_bound,
+}
 
 CASES = {
-    **{
-        f"entreg.{name}": bound_cases(fn, name)
-        for name, fn in {
-            "nwj_bound": entreg.nwj_bound,
-            "dv_bound": entreg.dv_bound,
-            "infonce_bound": lambda s, **kw: entreg.infonce_bound(s, direction="both", **kw),
-            "js_bound": entreg.js_bound,
-            "jsd_bound": entreg.jsd_bound,
-            "smile_bound": entreg.smile_bound,
-            "tuba_bound": lambda s, **kw: entreg.tuba_bound(s, np.zeros(s.shape[-1]), **kw),
-            "mine_bound": mine_value,
-        }.items()
-    },
+    **{f"entreg.{name}": bound_cases(fn) for name, fn in BOUNDS.items()},
     "entreg.MineState": [
         Edge("constructed", lambda a: entreg.MineState(a, jnp.int32(3)), (np.float32(2.0),)),
-        Bad("state of the wrong type", lambda: entreg.mine_bound(S, (0.0, 0)), TypeError, "state"),
+        Bad("state type", lambda: entreg.mine_bound(X8[:3, :3], (0.0, 0)), TypeError, "state"),
     ],
     "entreg.MineState.init": [
-        Edge(
-            "float64, then one update",
-            lambda s: entreg.mine_bound(s, entreg.MineState.init(jnp.float64), where=VALID),
-            (S.astype(np.float64),),
-        ),
-        Bad(
-            "decay 1",
-            lambda: entreg.mine_bound(S, entreg.MineState.init(), decay=1.0),
-            ValueError,
-            "decay",
-        ),
+        Edge("float64", lambda: entreg.MineState.init(jnp.float64), (), grad_argnums=()),
+        Bad("decay 1", lambda: entreg.mine_bound(X8[:3, :3], decay=1.0), ValueError, "decay"),
     ],
     "entreg.interpolated_bound": [
         Edge(
-            "NaN padding, +-1e4, alpha near 0 and 1",
-            lambda s, q: (
-                entreg.interpolated_bound(s, q, -30.0, where=ROWS[:4]),
-                entreg.interpolated_bound(s, q, 30.0, where=ROWS[:4]),
-            ),
+            "NaN padding, +-1e4, alpha near 1",
+            lambda s, q: entreg.interpolated_bound(s, q, 30.0, where=ROWS[:4]),
             (np.where(ROWS[:4, None] & ROWS[None, :4], 1e4 * np.eye(4) - 1e4, NAN), np.zeros(4)),
             grad_argnums=(0, 1),
-        ),
-        Edge(
-            "one valid sample",
-            lambda s: entreg.interpolated_bound(s, np.zeros(4), 0.0, where=ROWS[2:6]),
-            (np.zeros((4, 4)),),
-            expect=_zero,
         ),
         Bad(
             "not square",
@@ -127,7 +95,7 @@ CASES = {
     ],
     "entreg.barber_agakov_bound": [
         Edge(
-            "NaN masked, bf16",
+            "NaN masked, bf16, -1e4",
             lambda lq: entreg.barber_agakov_bound(lq, 1.0, where=ROWS),
             (jnp.asarray(np.where(ROWS, -1e4, NAN), jnp.bfloat16),),
             dtype=jnp.float32,
@@ -166,10 +134,7 @@ CASES = {
             grad_argnums=(0, 1),
         ),
         Bad(
-            "critic output shape",
-            lambda: entreg.concat_scores(lambda z: z, X8, X8),
-            ValueError,
-            "critic",
+            "critic output", lambda: entreg.concat_scores(lambda z: z, X8, X8), ValueError, "critic"
         ),
         Bad(
             "block_size",
@@ -184,17 +149,10 @@ CASES = {
             lambda a, b: entreg.ksg_mutual_information(a, b, k=2, where=ROWS, block_size=3),
             (np.round(X8_DIRTY, 0).astype(np.float32), np.ones(8, np.float32)),
             grad_argnums=(0, 1),
-            expect=_finite(),
-        ),
-        Edge(
-            "fewer than k + 1 valid",
-            lambda a, b: entreg.ksg_mutual_information(a, b, k=6, where=ROWS),
-            (X8, Y8),
-            expect=_zero,
         ),
         Bad("k >= N", lambda: entreg.ksg_mutual_information(X8, Y8, k=8), ValueError, "k"),
         Bad(
-            "samples mismatch",
+            "samples",
             lambda: entreg.ksg_mutual_information(X8, Y8[:5]),
             ValueError,
             "variables[1]",
@@ -202,10 +160,8 @@ CASES = {
     ],
     "entreg.ksg_total_correlation": [
         Edge(
-            "3 variables, variant 2, with jitter",
-            lambda a, b: entreg.ksg_total_correlation(
-                [a, b, a[:, :1] * 1e4], variant=2, standardize=True, key=jax.random.key(0)
-            ),
+            "3 variables 1e4 apart, variant 2",
+            lambda a, b: entreg.ksg_total_correlation([a, b, a[:, :1] * 1e4], variant=2),
             (X8, Y8),
             grad_argnums=(0, 1),
         ),
@@ -219,40 +175,38 @@ CASES = {
     ],
     "entreg.kl_entropy": [
         Edge(
-            "duplicates give -inf, finite gradient",
+            "duplicate: -inf with a finite gradient",
             lambda a: entreg.kl_entropy(a, k=1),
             (np.r_[X8[:7], X8[:1]],),
             infinite_ok=True,
             expect=lambda h: np.testing.assert_equal(float(h), -np.inf),
         ),
-        Edge(
-            "NaN padding, euclidean, f32",
-            lambda a: entreg.kl_entropy(a, norm="euclidean", where=ROWS, k=2),
-            (X8_DIRTY.astype(np.float32),),
-            dtype=jnp.float32,
-        ),
         Bad("k >= N", lambda: entreg.kl_entropy(X8, k=8), ValueError, "k"),
-        Bad("norm", lambda: entreg.kl_entropy(X8, norm="l1"), ValueError, "norm"),
+        Bad("where shape", lambda: entreg.kl_entropy(X8, where=ROWS[:3]), ValueError, "where"),
     ],
     "entreg.gaussian_entropy": [
         Edge(
-            "nearly singular, batched, bf16",
-            entreg.gaussian_entropy,
-            (jnp.asarray(np.stack([COV, np.eye(3)]), jnp.bfloat16),),
-            dtype=jnp.float32,
+            "nearly singular, and bf16",
+            lambda c, b: (entreg.gaussian_entropy(c), entreg.gaussian_entropy(b)),
+            (COV, jnp.asarray(2 * np.eye(3), jnp.bfloat16)),
+            grad_argnums=(0, 1),
         ),
         Bad("not square", lambda: entreg.gaussian_entropy(np.zeros((2, 3))), ValueError, "cov"),
-        Bad(
-            "not positive definite", lambda: entreg.gaussian_entropy(-np.eye(2)), ValueError, "cov"
-        ),
+        Bad("not PD", lambda: entreg.gaussian_entropy(-np.eye(2)), ValueError, "cov"),
     ],
     "entreg.gaussian_mutual_information": [
-        Edge("nearly singular", lambda c: entreg.gaussian_mutual_information(c, 1), (COV,)),
+        Edge(
+            "nearly singular",
+            lambda c: entreg.gaussian_mutual_information(c, 1),
+            (COV,),
+        ),
         Bad("split", lambda: entreg.gaussian_mutual_information(COV, 3), ValueError, "split"),
     ],
     "entreg.gaussian_total_correlation": [
         Edge(
-            "groups, float64", lambda c: entreg.gaussian_total_correlation(c, [[0, 2], [1]]), (COV,)
+            "groups",
+            lambda c: entreg.gaussian_total_correlation(c, [[0, 2], [1]]),
+            (np.eye(3) + 0.5,),
         ),
         Bad(
             "overlapping groups",
@@ -277,11 +231,13 @@ CASES = {
     ],
     "entreg.multivariate_information": [
         Edge(
-            "Gaussian sub-covariances",
-            lambda c: entreg.multivariate_information(
-                lambda cols: entreg.gaussian_entropy(c[np.ix_(cols, cols)]), [[0], [1, 2]]
+            "plug-in entropies of constant and tied labels",
+            lambda: entreg.multivariate_information(
+                lambda c: entreg.discrete_entropy(np.c_[LABELS, LABELS * 0, LABELS][:, list(c)]),
+                3,
             ),
-            (COV,),
+            (),
+            grad_argnums=(),
         ),
         Bad(
             "one variable",
@@ -290,7 +246,10 @@ CASES = {
             "groups",
         ),
         Bad(
-            "not callable", lambda: entreg.multivariate_information(0.0, 2), TypeError, "entropy_of"
+            "not callable",
+            lambda: entreg.multivariate_information(0.0, 2),
+            TypeError,
+            "entropy_of",
         ),
     ],
     "entreg.MultivariateInformation": [
@@ -308,7 +267,7 @@ CASES = {
     ],
     "entreg.discrete_entropy": [
         Edge(
-            "huge labels, padding, one value",
+            "huge labels, padding, one value, Miller-Madow",
             lambda: (
                 entreg.discrete_entropy(
                     np.array([2**30, -5, 2**30, 7]), where=np.array([1, 1, 1, 0], bool)
@@ -317,13 +276,6 @@ CASES = {
             ),
             (),
             grad_argnums=(),
-        ),
-        Edge(
-            "no valid sample",
-            lambda: entreg.discrete_entropy(LABELS, where=np.zeros(8, bool)),
-            (),
-            grad_argnums=(),
-            expect=_zero,
         ),
         Bad("float labels", lambda: entreg.discrete_entropy(X8[:, 0]), TypeError, "labels"),
         Bad(
@@ -351,36 +303,29 @@ CASES = {
     ],
     "entreg.m_spacing_entropy": [
         Edge(
-            "ties (saturated sigmoid), NaN padding",
-            lambda a: entreg.m_spacing_entropy(jax.nn.sigmoid(a), where=ROWS),
-            (np.where(ROWS[:, None], np.r_[np.full((6, 3), 1e4), np.zeros((2, 3))], NAN),),
-        ),
-        Edge(
-            "bf16, m = 1",
-            lambda a: entreg.m_spacing_entropy(a, m=1),
-            (jnp.asarray(X8, jnp.bfloat16),),
+            "bf16 ties (a saturated sigmoid), NaN padding",
+            lambda a: entreg.m_spacing_entropy(a, where=ROWS),
+            (
+                jnp.asarray(
+                    np.where(ROWS[:, None], np.r_[np.ones((5, 3)), X8[5:]], NAN), jnp.bfloat16
+                ),
+            ),
             dtype=jnp.float32,
-        ),
-        Edge(
-            "too few rows",
-            lambda a: entreg.m_spacing_entropy(a, where=np.arange(8) < 1),
-            (X8,),
-            expect=lambda h: np.testing.assert_array_equal(h, 0.0),
         ),
         Bad("m >= N", lambda: entreg.m_spacing_entropy(X8, m=8), ValueError, "m"),
         Bad("eps < 0", lambda: entreg.m_spacing_entropy(X8, eps=-1.0), ValueError, "eps"),
     ],
     "entreg.vmf_kde_entropy": [
         Edge(
-            "zero rows, NaN padding, huge kappa",
-            lambda z: entreg.vmf_kde_entropy(z, kappa=1e3, where=ROWS),
+            "zero rows, NaN padding, kappa 50",
+            lambda z: entreg.vmf_kde_entropy(z, kappa=50.0, where=ROWS),
             (np.where(ROWS[:, None], np.r_[np.zeros((1, 3)), X8[1:]], NAN),),
         ),
         Bad("kappa", lambda: entreg.vmf_kde_entropy(X8, kappa=0.0), ValueError, "kappa"),
     ],
     "entreg.vmf_log_normalizer": [
         Edge(
-            "d = 1000, kappa = 1e-3 and 1e4",
+            "d = 1000, 2; kappa 1e-3, 1e4",
             lambda: np.array(
                 [
                     entreg.vmf_log_normalizer(1000, 1e-3),
@@ -413,14 +358,6 @@ CASES = {
             grad_argnums=(0, 1),
             dtype=jnp.float32,
         ),
-        Edge(
-            "NT-Xent layout, no valid positive",
-            lambda a: kernels.infonce_from_embeddings(
-                a, a, labels=-np.ones(16, int), exclude_diagonal=True
-            ),
-            (E16,),
-            expect=_zero,
-        ),
         Bad(
             "exclude_diagonal without labels",
             lambda: kernels.infonce_from_embeddings(X8, X8, exclude_diagonal=True),
@@ -436,7 +373,7 @@ CASES = {
     ],
     "entreg.kernels.reference_infonce_from_embeddings": [
         Edge(
-            "f64 rectangular",
+            "rectangular, columns",
             lambda a, b: kernels.reference_infonce_from_embeddings(a, b, direction="columns"),
             (X8[:5], X8),
             grad_argnums=(0, 1),
@@ -445,18 +382,18 @@ CASES = {
     ],
     "entreg.losses.infonce_bonus": [
         Edge(
-            "NT-Xent, zero and huge embeddings, padding",
+            "NT-Xent, zero and huge embeddings, NaN padding",
             lambda a: losses.infonce_bonus(0.05, negatives="all", where="valid")(
-                {"z1": a, "z2": a[::-1], "valid": ROWS}, (), None
+                {"z1": a, "z2": 2.0 * a, "valid": ROWS}, (), None
             ),
-            (np.r_[np.zeros((1, 3)), X8[1:] * 1e4],),
+            (np.where(ROWS[:, None], np.r_[np.zeros((1, 3)), X8[1:] * 1e4], NAN),),
         ),
         Bad("temperature", lambda: losses.infonce_bonus(-1.0), ValueError, "temperature"),
         Bad("views", lambda: losses.infonce_bonus(views=("z1",)), ValueError, "views"),
     ],
     "entreg.losses.deep_infomax_bonus": [
         Edge(
-            "+-1e4 scores, padding",
+            "+-1e4 scores, NaN padding",
             lambda loc, glob: losses.deep_infomax_bonus(where="valid")(
                 {"local": loc, "global": glob, "valid": ROWS}, (), None
             ),
@@ -472,7 +409,7 @@ CASES = {
     ],
     "entreg.losses.effective_entropy_bonus": [
         Edge(
-            "saturated sigmoid ties, covariance penalty, padding",
+            "saturated sigmoid ties, covariance penalty, NaN padding",
             lambda f: losses.effective_entropy_bonus(covariance_weight=1.0, where="valid")(
                 {"features": f, "valid": ROWS}, (), None
             ),
@@ -485,7 +422,7 @@ CASES = {
             "kappa",
         ),
         Bad(
-            "negative covariance weight",
+            "covariance weight",
             lambda: losses.effective_entropy_bonus(covariance_weight=-1.0),
             ValueError,
             "covariance_weight",

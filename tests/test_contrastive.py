@@ -38,10 +38,6 @@ def oracle_infonce(x, y, tau, direction="rows", labels=None, exclude=False, wx=N
     return oracle.infonce(s, pos & valid, valid, direction)
 
 
-def grads(f):
-    return jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
-
-
 def test_blockwise_equals_dense_reference_and_oracle():
     labels = np.r_[RNG.permutation(13)[:9], -1]  # one row without a positive
     cases = [
@@ -49,18 +45,25 @@ def test_blockwise_equals_dense_reference_and_oracle():
         dict(direction="both", where_x=WX, where_y=WY),
         dict(direction="columns", labels=labels, exclude_diagonal=True),
     ]
-    for kw in cases:
-        blockwise = grads(
-            lambda a, b, t, kw=kw: kernels.infonce_from_embeddings(
-                a, b, temperature=t, block_size=3, **kw
-            )
-        )
-        dense = grads(
-            lambda a, b, t, kw=kw: kernels.reference_infonce_from_embeddings(
-                a, b, temperature=t, **kw
-            )
-        )
-        (v1, g1), (v2, g2) = blockwise(X, Y, 0.7), dense(X, Y, 0.7)
+
+    @jit
+    def run(a, b, t):
+        out = []
+        for kw in cases:
+            for impl in ("xla", "reference"):
+                f = functools.partial(
+                    kernels.infonce_from_embeddings, block_size=3, implementation=impl, **kw
+                )
+                out.append(
+                    jax.value_and_grad(lambda a, b, t, f=f: f(a, b, temperature=t), (0, 1, 2))(
+                        a, b, t
+                    )
+                )
+        return out
+
+    results = run(X, Y, 0.7)
+    for i, kw in enumerate(cases):
+        (v1, g1), (v2, g2) = results[2 * i], results[2 * i + 1]
         ref = oracle_infonce(
             X,
             Y,
@@ -86,21 +89,25 @@ def test_blockwise_equals_dense_reference_and_oracle():
 def test_padding_garbage_and_bf16():
     dirty_x = np.where(WX[:, None], X, np.nan)
     dirty_y = np.where(WY[:, None], Y, np.inf)
-    f = grads(
-        lambda a, b, t: kernels.infonce_from_embeddings(
+
+    def f(a, b, t):
+        return kernels.infonce_from_embeddings(
             a, b, temperature=t, direction="both", where_x=WX, where_y=WY, block_size=4
         )
-    )
-    (v_dirty, g_dirty), (v_clean, g_clean) = f(dirty_x, dirty_y, 1.0), f(X, Y, 1.0)
-    np.testing.assert_array_equal(v_dirty, v_clean)
-    for a, b in zip(g_dirty, g_clean, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert np.all(g_dirty[0][~WX] == 0) and np.all(g_dirty[1][~WY] == 0)
+
+    run = jit(jax.vmap(jax.value_and_grad(f, (0, 1, 2)), in_axes=(0, 0, None)))
+    v, g = run(np.stack([dirty_x, X]), np.stack([dirty_y, Y]), 1.0)
+    np.testing.assert_array_equal(v[0], v[1])
+    for a in g:
+        np.testing.assert_array_equal(a[0], a[1])
+    assert np.all(g[0][0][~WX] == 0) and np.all(g[1][0][~WY] == 0)
     # bf16 embeddings stay bf16 (their gradients too); scores accumulate in float32.
     xb, yb = (jnp.asarray(a, jnp.bfloat16) for a in (X, Y))
-    v, (gx, gy, _) = jax.value_and_grad(
-        lambda a, b, t: kernels.infonce_from_embeddings(a, b, temperature=t, block_size=4),
-        (0, 1, 2),
+    v, (gx, gy, _) = jit(
+        jax.value_and_grad(
+            lambda a, b, t: kernels.infonce_from_embeddings(a, b, temperature=t, block_size=4),
+            (0, 1, 2),
+        )
     )(xb, yb, jnp.float32(0.5))
     assert v.dtype == jnp.float32 and gx.dtype == gy.dtype == jnp.bfloat16
     ref = oracle_infonce(*(np.asarray(a, np.float64) for a in (xb, yb)), 0.5)
@@ -183,7 +190,7 @@ def test_learned_temperature_signal_gets_a_gradient():
     def value(log_tau):
         return term({"z1": z1, "z2": z2, "tau": jnp.exp(log_tau)}, (), None).value
 
-    g = jax.grad(value)(jnp.log(0.3))
+    g = jit(jax.grad(value))(jnp.log(0.3))
     eps = 1e-6
     fd = (
         oracle.infonce(z1 @ z2.T / np.exp(np.log(0.3) + eps)) - oracle.infonce(z1 @ z2.T / 0.3)
@@ -212,22 +219,23 @@ def test_negatives_gathered_over_8_devices_equal_one_device():
         losses.deep_infomax_bonus(where="valid", axis_name="data"),
     ]
 
-    def total(a, b, c, w, ts, axis_name=None):
+    def total(a, b, c, w, tau, ts, axis_name=None):
         signals = {"z1": a, "z2": b, "local": c, "global": b, "valid": w}
         out = sum((i + 1) * t(signals, (), None).value for i, t in enumerate(ts))
         kernel = kernels.infonce_from_embeddings(
-            a, b, temperature=0.7, direction="both", block_size=1, axis_name=axis_name
+            a, b, temperature=tau, direction="both", block_size=1, axis_name=axis_name
         )
         return out + 5 * kernel
 
     sharded = jax.shard_map(
-        lambda a, b, c, w: total(a, b, c, w, sharded_terms, "data"),
+        lambda a, b, c, w, t: total(a, b, c, w, t, sharded_terms, "data"),
         mesh=mesh,
-        in_specs=(P("data"),) * 4,
+        in_specs=(P("data"),) * 4 + (P(),),
         out_specs=P(),
     )
-    v8, g8 = jit(jax.value_and_grad(sharded, (0, 1, 2)))(z1, z2, loc, valid)
-    v1, g1 = jit(jax.value_and_grad(lambda *a: total(*a, terms), (0, 1, 2)))(z1, z2, loc, valid)
+    args = (z1, z2, loc, valid, 0.7)
+    v8, g8 = jit(jax.value_and_grad(sharded, (0, 1, 2, 4)))(*args)
+    v1, g1 = jit(jax.value_and_grad(lambda *a: total(*a, terms), (0, 1, 2, 4)))(*args)
     np.testing.assert_allclose(v8, v1, rtol=1e-12)
     for a, b in zip(g8, g1, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
