@@ -11,7 +11,8 @@ all N queries (the dense N x N distance matrices, compiled only: it needs severa
 
 Claims (CPU): InfoNCE blockwise / naive compiled temp memory <= 1/8, fwd+bwd time <= 1.5x the
 naive, gradients equal to 1e-4 relative; KSG blockwise temp memory <= 1 GiB (and <= 1/8 of the
-dense one), its estimate within 0.02 nats of the closed form -(1/2) log(1 - rho^2). Temporary
+dense one), its estimate within 0.02 nats (--quick: N = 4000, 0.04) of the closed form
+-(1/2) log(1 - rho^2). Temporary
 memory is XLA's compiled temp_size_in_bytes; times are medians after a warm-up.
 
     python -m experiments.bench_mutual_information [--quick] [--out DIR] [--seed N]
@@ -28,8 +29,9 @@ import entreg
 from entreg import kernels
 from experiments import _harness
 
-FULL = {"n": 8192, "width": 256, "block": 512, "ksg_n": 20000, "ksg_block": 512}
-QUICK = {"n": 1024, "width": 64, "block": 64, "ksg_n": 4000, "ksg_block": 256}
+# ksg_tol: about 3 standard errors of KSG at that N (sd ~ 0.65 / sqrt(N) nats here).
+FULL = {"n": 8192, "width": 256, "block": 512, "ksg_n": 20000, "ksg_block": 512, "ksg_tol": 0.02}
+QUICK = {"n": 1024, "width": 64, "block": 64, "ksg_n": 4000, "ksg_block": 256, "ksg_tol": 0.04}
 TAU, RHO, MIB = 0.1, 0.8, 2**20
 
 
@@ -151,7 +153,7 @@ def main() -> int:
         _harness.at_most(
             f"|KSG - closed form| (rho = {RHO}, N={m})",
             abs(ksg["estimate"] - truth),
-            0.02,
+            cfg["ksg_tol"],
             f"{ksg['estimate']:.4f} vs {truth:.4f}",
             quick=True,
         ),
