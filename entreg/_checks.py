@@ -209,3 +209,13 @@ def signals(signals, needed, term: str) -> None:
     missing = [s for s in needed if s is not None and s not in signals]
     if missing:
         raise KeyError(f"Term {term!r} needs the signals {missing}.")
+
+
+def sample_flags(where, n: int, name: str = "where") -> jax.Array:
+    """A boolean per-sample mask [n] (all True for None), e.g. padding rows of a batch."""
+    if where is None:
+        return jnp.ones((n,), bool)
+    where = bool_array(where, name)
+    if where.shape != (n,):
+        raise ValueError(f"`{name}` must be one flag per sample ({n},), got {where.shape}.")
+    return where

@@ -43,15 +43,6 @@ def _labels(x, name: str) -> jax.Array:
     return x.astype(jnp.int32) if x.dtype == jnp.bool_ else x
 
 
-def _validity(where, n: int) -> jax.Array:
-    if where is None:
-        return jnp.ones((n,), bool)
-    where = _checks.bool_array(where, "where")
-    if where.shape != (n,):
-        raise ValueError(f"`where` must be one flag per sample ({n},), got {where.shape}.")
-    return where
-
-
 def _value_counts(labels: jax.Array, valid: jax.Array) -> jax.Array:
     """Occurrences [N] of each distinct valid row of ``labels`` [N, m] (0 for unused slots)."""
     n = labels.shape[0]
@@ -95,7 +86,7 @@ def discrete_entropy(
     """
     x = _labels(labels, "labels")
     _check_correction(correction)
-    valid = _validity(where, x.shape[0])
+    valid = _checks.sample_flags(where, x.shape[0])
     h, bins, n = _entropy_terms(x, valid)
     return _checks.in_base(h + _correction(correction, bins - 1.0, n), base)
 
@@ -121,7 +112,7 @@ def discrete_mutual_information(
             f"`x` and `y` must have the same number of samples, got {x.shape} and {y.shape}."
         )
     _check_correction(correction)
-    valid = _validity(where, x.shape[0])
+    valid = _checks.sample_flags(where, x.shape[0])
     common = jnp.promote_types(x.dtype, y.dtype)
     hx, mx, n = _entropy_terms(x, valid)
     hy, my, _ = _entropy_terms(y, valid)

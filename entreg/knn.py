@@ -49,15 +49,6 @@ def _points(x, name: str) -> jax.Array:
     return x
 
 
-def _validity(where, n: int) -> jax.Array:
-    if where is None:
-        return jnp.ones((n,), bool)
-    where = _checks.bool_array(where, "where")
-    if where.shape != (n,):
-        raise ValueError(f"`where` must be one flag per sample ({n},), got {where.shape}.")
-    return where
-
-
 def _check_k(k, n: int) -> int:
     k = _checks.positive_int(k, "k")
     if k >= n:
@@ -179,7 +170,7 @@ def _ksg(variables, where, key, k, variant, block_size, standardize):
     k = _check_k(k, n)
     variant = _checks.choice(variant, "variant", (1, 2))
     block = min(_checks.positive_int(block_size, "block_size"), n)
-    valid = _validity(where, n)
+    valid = _checks.sample_flags(where, n)
     keys = [None] * len(vs) if key is None else list(jax.random.split(key, len(vs)))
     vs = [
         jax.lax.stop_gradient(
@@ -283,7 +274,7 @@ def _kl_entropy(x, where, k, norm, block_size):
     k = _check_k(k, n)
     norm = _checks.choice(norm, "norm", _NORMS)
     block = min(_checks.positive_int(block_size, "block_size"), n)
-    valid = _validity(where, n)
+    valid = _checks.sample_flags(where, n)
     x = jnp.where(valid[:, None], x, 0.0)
     xs = jax.lax.stop_gradient(x)
     cols = jnp.arange(n)

@@ -26,15 +26,6 @@ def _embeddings(x, name: str) -> jax.Array:
     return x
 
 
-def _flags(where, n: int, name: str) -> jax.Array:
-    if where is None:
-        return jnp.ones((n,), bool)
-    where = _checks.bool_array(where, name)
-    if where.shape != (n,):
-        raise ValueError(f"`{name}` must be one flag per row ({n},), got {where.shape}.")
-    return where
-
-
 def _gather(x, axis_name):
     """All rows of a row-sharded array, in device order (identity without an axis)."""
     return x if axis_name is None else jax.lax.all_gather(x, axis_name, tiled=True)
@@ -168,7 +159,10 @@ def _infonce(
         labels = jnp.asarray(labels)
         if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (n,):
             raise ValueError(f"`labels` must be int [{n}], got {labels.dtype} {labels.shape}.")
-    vx, vy = _flags(where_x, n, "where_x"), _flags(where_y, m, "where_y")
+    vx, vy = (
+        _checks.sample_flags(where_x, n, "where_x"),
+        _checks.sample_flags(where_y, m, "where_y"),
+    )
     # Garbage in padding rows never reaches a product (nor its gradient).
     xa = jnp.where(vx[:, None], xa, jnp.zeros((), xa.dtype))
     ya = jnp.where(vy[:, None], ya, jnp.zeros((), ya.dtype))

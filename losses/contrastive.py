@@ -38,12 +38,7 @@ def _bonus_term(name: str, weight: Weight, measure) -> LossTerm:
 
 
 def _row_mask(signals, where, n: int):
-    if where is None:
-        return None
-    mask = _checks.bool_array(signals[where], "where")
-    if mask.shape != (n,):
-        raise ValueError(f"The `where` signal {where!r} must be [{n}], got {mask.shape}.")
-    return mask
+    return None if where is None else _checks.sample_flags(signals[where], n)
 
 
 def infonce_bonus(
