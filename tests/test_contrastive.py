@@ -171,6 +171,17 @@ def test_loss_terms_values_and_compose():
     np.testing.assert_allclose(
         metrics["er/value"], np.mean(entreg.vmf_kde_entropy(feats, kappa=5.0))
     )
+    # Padding rows (garbage included) are not samples: the value of the valid rows alone.
+    keep = np.arange(8) != 5
+    padded = {"z1": np.where(keep[:, None], z1, np.nan), "z2": z2, "valid": keep}
+    for negatives in ("cross", "all"):
+        term = losses.infonce_bonus(0.5, negatives=negatives, where="valid")
+        alone = losses.infonce_bonus(0.5, negatives=negatives)
+        np.testing.assert_allclose(
+            term(padded, (), None).value,
+            alone({"z1": z1[keep], "z2": z2[keep]}, (), None).value,
+            rtol=1e-12,
+        )
     # Bonuses: loss = -weight * value (+ the E2MC covariance penalty).
     expected = (
         -clip

@@ -20,12 +20,15 @@ from jax.test_util import check_grads
 import entreg
 
 RNG = np.random.default_rng(0)
-S = RNG.normal(size=(6, 9)) * 1.5  # rectangular: 3 extra negative columns
+# Rectangular (3 extra negative columns); a scale of 3 puts ~10% of the scores beyond SMILE's
+# tau = 5, so its clipping is exercised.
+S = RNG.normal(size=(6, 9)) * 3.0
 POS = np.zeros((6, 9), bool)
 POS[np.arange(6), RNG.permutation(9)[:6]] = True  # one positive per row, not the diagonal
 VALID = RNG.random((6, 9)) > 0.15
 VALID |= POS
 VALID[4] = False  # a fully masked row
+S[0, np.argmax(POS[0])], S[1, 1] = 8.0, -7.0  # beyond SMILE's tau = 5 (a positive, a diagonal)
 LOG_A = RNG.normal(size=9) * 0.3
 # float64 sums of ~50 terms of size ~10: round-off ~1e-14.
 TOL = dict(rtol=1e-12, atol=1e-12)
