@@ -166,7 +166,9 @@ def _tuba_bound(scores, log_baseline, positives, where, axis_name):
     return _tuba(sc.s - la, sc, axis_name)
 
 
-def nwj_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
+def nwj_bound(
+    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
+) -> jax.Array:
     r"""Nguyen-Wainwright-Jordan bound (f-GAN KL, MINE-f): TUBA with a(y) = e.
 
         I_NWJ = E_p[f] - e^{-1} E_q[e^f],   optimal critic f* = 1 + log r
@@ -191,7 +193,9 @@ def _nwj_bound(scores, positives, where, axis_name):
     return _tuba(sc.s - 1.0, sc, axis_name)
 
 
-def dv_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
+def dv_bound(
+    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
+) -> jax.Array:
     r"""Donsker-Varadhan bound: I >= E_p[f] - log E_q[e^f], optimum f = log r + c.
 
     Invariant to f -> f + c and >= `nwj_bound` for every critic (log z <= z / e). The batch
@@ -434,7 +438,9 @@ def _interpolated_bound(scores, log_baseline, alpha_logit, where):
     return jnp.where(k >= 1, 1.0 + joint - marginal, 0.0)
 
 
-def js_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
+def js_bound(
+    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
+) -> jax.Array:
     r"""Poole et al.'s I_JS: train the critic on the f-GAN Jensen-Shannon objective, report NWJ.
 
         J(f) = E_p[-sp(-f)] - E_q[sp(f)],   maximiser f* = log r,   sup J = 2 JSD - 2 log 2
@@ -461,7 +467,9 @@ def _js_bound(scores, positives, where, axis_name):
     return _nonempty(value, sc.pos, sc.neg, axis_name=axis_name)
 
 
-def jsd_bound(scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None):
+def jsd_bound(
+    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
+) -> jax.Array:
     r"""Deep InfoMax's Jensen-Shannon MI estimator (Hjelm et al. 2019), value and gradient.
 
         E_p[log 2 - sp(-f)] - E_q[sp(f) - log 2] = J(f) + 2 log 2
