@@ -472,7 +472,8 @@ def main() -> int:
             + "/".join(f"{v:.2f}" for v in js["nwj_shifted"])
             + ", NWJ(f) "
             + "/".join(f"{v:.2f}" for v in js["nwj_unshifted"])
-            + f"); staircase JS critic at 2 nats: {gap[2.0]:.3f}",
+            + f"); staircase JS critic at 2 nats: {gap[2.0]:.3f}"
+            + (" (study skipped at --quick size)" if args.quick else ""),
         ),
         _harness.at_most(
             "5a. KSG low dimension: max |mean - truth| / standard error",
