@@ -21,8 +21,32 @@ from entreg.categorical import (
     tsallis_entropy,
 )
 from entreg.compose import ComposedLoss, compose
+from entreg.critics import concat_scores, separable_scores
+from entreg.discrete import discrete_entropy, discrete_mutual_information
 from entreg.divergences import f_divergence, js_divergence, kl_divergence
+from entreg.embedding_entropy import m_spacing_entropy, vmf_kde_entropy, vmf_log_normalizer
 from entreg.estimators import kl_estimate
+from entreg.gaussian import (
+    gaussian_entropy,
+    gaussian_mutual_information,
+    gaussian_o_information,
+    gaussian_total_correlation,
+)
+from entreg.knn import kl_entropy, ksg_mutual_information, ksg_total_correlation
+from entreg.mi_bounds import (
+    MineState,
+    barber_agakov_bound,
+    dv_bound,
+    infonce_bound,
+    interpolated_bound,
+    js_bound,
+    jsd_bound,
+    mine_bound,
+    nwj_bound,
+    smile_bound,
+    tuba_bound,
+)
+from entreg.o_information import MultivariateInformation, multivariate_information
 from entreg.score_entropy import score_entropy
 from entreg.spectral import (
     diffusion_spectral_entropy,
@@ -100,4 +124,31 @@ __all__ = [
     "vendi_score",
     "vendi_score_from_kernel",
     "von_neumann_entropy",
+    "MineState",
+    "MultivariateInformation",
+    "barber_agakov_bound",
+    "concat_scores",
+    "discrete_entropy",
+    "discrete_mutual_information",
+    "dv_bound",
+    "gaussian_entropy",
+    "gaussian_mutual_information",
+    "gaussian_o_information",
+    "gaussian_total_correlation",
+    "infonce_bound",
+    "interpolated_bound",
+    "js_bound",
+    "jsd_bound",
+    "kl_entropy",
+    "ksg_mutual_information",
+    "ksg_total_correlation",
+    "m_spacing_entropy",
+    "mine_bound",
+    "multivariate_information",
+    "nwj_bound",
+    "separable_scores",
+    "smile_bound",
+    "tuba_bound",
+    "vmf_kde_entropy",
+    "vmf_log_normalizer",
 ]

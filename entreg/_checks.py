@@ -6,7 +6,9 @@ function is traced, name the offending argument, and never depend on array value
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -151,8 +153,9 @@ def term_name(name) -> str:
 
 
 def signals(signals, needed, term: str) -> None:
-    """A loss term's signals must include every name in ``needed`` (KeyError naming them)."""
-    missing = [n for n in needed if n not in signals]
+    """A loss term's signals must include every name in ``needed`` (None entries are skipped);
+    raises a KeyError naming the missing ones."""
+    missing = [n for n in needed if n is not None and n not in signals]
     if missing:
         names = ", ".join(f"`{n}`" for n in missing)
         raise KeyError(f"Term {term!r} needs the signals {names}.")
@@ -166,3 +169,66 @@ def token_mask(mask, shape: tuple[int, ...], target: str) -> jax.Array:
     if mask.shape != shape:
         raise ValueError(f"`mask` must have the shape of `{target}` {shape}, got {mask.shape}.")
     return mask != 0
+
+
+def in_base(value: jax.Array, base) -> jax.Array:
+    """A quantity in nats converted to logarithm base ``base`` (None: nats, 2: bits)."""
+    if base is None:
+        return value
+    base = real_scalar(base, "base", minimum=0.0)
+    if base <= 0 or base == 1:
+        raise ValueError(f"`base` must be positive and not 1, got {base}.")
+    return value / math.log(base)
+
+
+def axis_size(axis_name, name: str = "axis_name") -> int:
+    """The size of the mapped axis ``axis_name``, which must be in scope (inside shard_map)."""
+    try:
+        return jax.lax.axis_size(axis_name)
+    except NameError as e:
+        raise ValueError(
+            f"`{name}` {axis_name!r} is not a mesh axis in scope: call this inside "
+            "jax.shard_map over that axis."
+        ) from e
+
+
+def variable_groups(
+    groups, size: int | None = None, name: str = "groups"
+) -> tuple[tuple[int, ...], ...]:
+    """Validates ``groups``: an int n (n scalar variables 0..n-1) or a sequence of disjoint,
+    non-empty sequences of column indices (one per variable), each index < ``size`` if given."""
+    if isinstance(groups, numbers.Integral) and not isinstance(groups, bool):
+        groups = [[i] for i in range(int(groups))]
+    if not isinstance(groups, Sequence) or isinstance(groups, str):
+        raise TypeError(
+            f"`{name}` must be an int or a sequence of index sequences, got {groups!r}."
+        )
+    out = []
+    for g in groups:
+        if isinstance(g, numbers.Integral) and not isinstance(g, bool):
+            g = [g]
+        if not isinstance(g, Sequence) or not g:
+            raise ValueError(f"`{name}` entries must be non-empty index sequences, got {g!r}.")
+        if not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in g
+        ):
+            raise ValueError(f"`{name}` entries must hold non-negative ints, got {g!r}.")
+        out.append(tuple(int(i) for i in g))
+    flat = [i for g in out for i in g]
+    if size is not None and max(flat, default=0) >= size:
+        raise ValueError(f"`{name}` indexes column {max(flat)} of only {size}.")
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"`{name}` must be disjoint, got {out}.")
+    if len(out) < 2:
+        raise ValueError(f"`{name}` must define at least 2 variables, got {len(out)}.")
+    return tuple(out)
+
+
+def sample_flags(where, n: int, name: str = "where") -> jax.Array:
+    """A boolean per-sample mask [n] (all True for None), e.g. padding rows of a batch."""
+    if where is None:
+        return jnp.ones((n,), bool)
+    where = bool_array(where, name)
+    if where.shape != (n,):
+        raise ValueError(f"`{name}` must be one flag per sample ({n},), got {where.shape}.")
+    return where

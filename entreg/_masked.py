@@ -89,3 +89,10 @@ def weight_outer(w: jax.Array) -> jax.Array:
     root = _sqrt_zero_grad(w)
     eye = jnp.eye(w.shape[-1], dtype=bool)
     return jnp.where(eye, w[..., :, None], root[..., :, None] * root[..., None, :])
+
+
+def unit_rows(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit norm; an all-zero row stays zero with a zero gradient."""
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    nonzero = sq > 0
+    return jnp.where(nonzero, x * jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)

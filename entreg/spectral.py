@@ -26,15 +26,6 @@ import jax.numpy as jnp
 from entreg import _checks, _masked, _spectrum
 
 
-def _scale(entropy: jax.Array, base) -> jax.Array:
-    if base is None:
-        return entropy
-    base = _checks.real_scalar(base, "base", minimum=0.0)
-    if base <= 0 or base == 1:
-        raise ValueError(f"`base` must be positive and not 1, got {base}.")
-    return entropy / math.log(base)
-
-
 def _matrix(x, name: str) -> jax.Array:
     x = _checks.float_array(x, name)
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
@@ -67,13 +58,6 @@ def _drop_rows(x: jax.Array, w: jax.Array | None) -> jax.Array:
     """Zeroes the rows of zero weight BEFORE any arithmetic: left-out rows may hold NaN
     (padding), which must reach neither the value nor the gradient."""
     return x if w is None else jnp.where((w > 0)[..., None], x, 0.0)
-
-
-def _unit_rows(x: jax.Array) -> jax.Array:
-    """Rows scaled to unit norm; an all-zero row stays zero with a zero gradient."""
-    sq = jnp.sum(x * x, axis=-1, keepdims=True)
-    nonzero = sq > 0
-    return jnp.where(nonzero, x * jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 
 def _second_moment(x: jax.Array, w: jax.Array | None) -> jax.Array:
@@ -130,7 +114,7 @@ def spectral_entropy(
     lam = jnp.moveaxis(lam, axis, -1)
     q = _spectrum.check_order(order)
     eps = _spectrum.check_eps(eps, lam.shape[-1], lam.dtype)
-    return _scale(_spectrum.entropy_of_spectrum(lam, q, eps), base)
+    return _checks.in_base(_spectrum.entropy_of_spectrum(lam, q, eps), base)
 
 
 def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base=None) -> jax.Array:
@@ -150,8 +134,8 @@ def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base
     q = _spectrum.check_order(order)
     eps = _spectrum.check_eps(eps, k.shape[-1], k.dtype)
     if q == 2.0:
-        return _scale(_collision_entropy(_spectrum.symmetrize(k)), base)
-    return _scale(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
+        return _checks.in_base(_collision_entropy(_spectrum.symmetrize(k)), base)
+    return _checks.in_base(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
 
 
 def joint_matrix_entropy(a, b, *, order: float = 1.0, eps: float | None = None, base=None):
@@ -222,7 +206,7 @@ def von_neumann_entropy(
     w = _row_weights(None, where, x.shape[:-1], x.dtype)
     x = _drop_rows(x, w)
     if normalize:
-        x = _unit_rows(x)
+        x = _masked.unit_rows(x)
     return _feature_entropy(x, w, q, eps)
 
 
@@ -246,7 +230,7 @@ def log_vendi_score(
     x = _drop_rows(x, w)
     if kernel is None:
         if normalize:
-            x = _unit_rows(x)
+            x = _masked.unit_rows(x)
         return _feature_entropy(x, w, q, eps)
     if not callable(kernel):
         raise TypeError(f"`kernel` must be a function k(x, y) -> scalar, got {kernel!r}.")
@@ -386,7 +370,7 @@ def diffusion_spectral_entropy(
         if where is None
         else _checks.broadcast_bool(where, x.shape[:1], "where", "features rows")
     )
-    return _scale(_dse(_drop_rows(x, keep), keep, sigma, t, drop_trivial, eps), base)
+    return _checks.in_base(_dse(_drop_rows(x, keep), keep, sigma, t, drop_trivial, eps), base)
 
 
 def diffusion_spectral_mutual_information(
@@ -452,7 +436,7 @@ def diffusion_spectral_mutual_information(
     dse = jax.lax.map(lambda m: _dse(x, m, sigma, t, drop_trivial, eps), masks)
     dse = dse.reshape(repetitions + 1, num_classes)
     p = counts / jnp.maximum(jnp.sum(valid), 1)
-    return _scale(jnp.sum(p * (jnp.mean(dse[1:], axis=0) - dse[0])), base)
+    return _checks.in_base(jnp.sum(p * (jnp.mean(dse[1:], axis=0) - dse[0])), base)
 
 
 def stochastic_spectral_entropy(
@@ -525,7 +509,7 @@ def stochastic_spectral_entropy(
     stderr = jnp.std(influence, ddof=1) / math.sqrt(num_probes)
     value, stderr = (jnp.where(nonzero, x, 0.0) for x in (value, stderr))
     # No gradient: Lanczos' derivative is undefined where it breaks down (identity, low rank).
-    return jax.lax.stop_gradient((_scale(value, base), _scale(stderr, base)))
+    return jax.lax.stop_gradient((_checks.in_base(value, base), _checks.in_base(stderr, base)))
 
 
 def _lanczos(matvec, v, steps: int):

@@ -103,13 +103,7 @@ def linear_log_probs_and_entropy(
         raise ValueError(f"`labels` must have shape {h.shape[:-1]}, got {labels.shape}.")
     v = w.shape[1]
     if vocab_axis is not None:
-        try:
-            v *= jax.lax.axis_size(vocab_axis)
-        except NameError as e:
-            raise ValueError(
-                f"`vocab_axis` {vocab_axis!r} is not a mesh axis in scope: call this inside "
-                "jax.shard_map over that axis."
-            ) from e
+        v *= _checks.axis_size(vocab_axis, "vocab_axis")
     if valid_vocab is None:
         valid_vocab = v
     if not isinstance(valid_vocab, numbers.Integral) or not 1 <= valid_vocab <= v:

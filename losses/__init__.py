@@ -1,6 +1,7 @@
 """Training-loss terms built on the entreg core (installed as `entreg.losses`).
 
-Representation regularizers: VNE and Vendi-diversity terms.
+Representation regularizers: VNE and Vendi-diversity terms; mutual-information bonuses
+(contrastive InfoNCE, Deep InfoMax's JSD, E2MC / ER effective entropy).
 
 Discrete diffusion (SEDD): graphs, noise schedules, the denoising score entropy loss, its
 likelihood bound and samplers.
@@ -13,6 +14,7 @@ with `policy_term` for `entreg.compose`.
 from entreg.temperature import solve_temperature, token_log_probs
 
 from .attention import attention_band_penalty, attention_floor_penalty, max_attention_entropy
+from .contrastive import deep_infomax_bonus, effective_entropy_bonus, infonce_bonus
 from .covariance import clip_cov_loss, kl_cov_loss, token_covariance
 from .diagnostics import EntropyRewardFit, first_order_entropy_change, fit_entropy_reward
 from .epo import (
@@ -62,6 +64,9 @@ __all__ = [
     "EntropyRewardFit",
     "EpoState",
     "clip_cov_loss",
+    "deep_infomax_bonus",
+    "effective_entropy_bonus",
+    "infonce_bonus",
     "entropy_bonus",
     "epo_init",
     "epo_loss",

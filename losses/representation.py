@@ -18,7 +18,7 @@ from entreg.terms import LossTerm, Weight, bonus, penalty
 
 def _features_measure(fn: Callable, features: str, where: str | None, name: str, **kwargs):
     def measure(signals):
-        _checks.signals(signals, [s for s in (features, where) if s is not None], name)
+        _checks.signals(signals, (features, where), name)
         mask = None if where is None else signals[where]
         return jnp.mean(
             fn(signals[features], **kwargs, **({} if mask is None else {"where": mask}))

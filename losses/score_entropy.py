@@ -164,7 +164,7 @@ def score_entropy_term(
     weight_at = weight_fn(weight, name)
 
     def apply(signals, state, step):
-        _checks.signals(signals, (*SCORE_ENTROPY_SIGNALS, *(() if mask is None else (mask,))), name)
+        _checks.signals(signals, (*SCORE_ENTROPY_SIGNALS, mask), name)
         per_seq = denoising_score_entropy(
             graph,
             *(signals[s] for s in SCORE_ENTROPY_SIGNALS),
