@@ -93,5 +93,5 @@ def entropy_of_spectrum(lam: jax.Array, order: float, eps: float) -> jax.Array:
     else:
         power = jnp.sum(jnp.where(keep, safe**order, 0.0), axis=-1)
         value = jnp.log(jnp.where(any_kept, power, 1.0)) / (1.0 - order)
-    # The masks above compare NaN as False: keep a NaN input visible. (+ 0.0: no -0.0.)
-    return jnp.where(jnp.isnan(total[..., 0]), jnp.nan, value) + 0.0
+    # The masks above compare NaN as False: keep a NaN input visible.
+    return jnp.where(jnp.isnan(total[..., 0]), jnp.nan, value)
