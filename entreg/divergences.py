@@ -182,6 +182,7 @@ def f_divergence(
         raise ValueError(f"`alpha` is only used with kind='alpha', got kind={kind!r}.")
     p, q, axis = _pair(p_logits, q_logits, where, axis)
     if kind == "alpha":
+        assert alpha is not None  # validated above
         return _alpha(p, q, axis, alpha)
     return _BY_KIND[kind](p, q, axis)
 

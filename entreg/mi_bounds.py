@@ -227,7 +227,7 @@ class MineState(NamedTuple):
     """
 
     log_partition: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, kept for the API
 
     @classmethod
     def init(cls, dtype=jnp.float32) -> MineState:

@@ -286,6 +286,7 @@ def log_vendi_score_from_kernel(
     k = _matrix(kernel_matrix, "kernel_matrix")
     if weights is not None:
         w = _row_weights(weights, None, k.shape[:-1], k.dtype)
+        assert w is not None  # weights were given
         kept = w > 0  # entries of left-out samples may hold anything (NaN): dropped first
         k = jnp.where(kept[..., :, None] & kept[..., None, :], k, 0.0) * _masked.weight_outer(w)
     return matrix_entropy(k, order=order, eps=eps)

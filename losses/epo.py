@@ -27,7 +27,8 @@ class EpoState(NamedTuple):
     occurred."""
 
     reference: jax.Array  # [num_turns] running mean of each turn's mean token entropy
-    count: jax.Array  # [num_turns] int32, RL steps in which the turn occurred
+    # [num_turns] int32, RL steps in which the turn occurred (a field named like tuple.count)
+    count: jax.Array  # type: ignore[assignment]
 
 
 def epo_init(num_turns: int) -> EpoState:

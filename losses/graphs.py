@@ -18,6 +18,7 @@ from a network's output.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +80,13 @@ class _Graph:
         n = self.num_tokens
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
             raise ValueError(f"`num_tokens` must be an int >= 2, got {n!r}.")
+
+    if TYPE_CHECKING:  # provided by each graph
+
+        @property
+        def dim(self) -> int: ...
+
+        def rate_weights(self, xt) -> jax.Array: ...
 
     def reverse_rate(self, log_score, xt) -> jax.Array:
         """Reverse rates R(x_t -> y) = Q(x_t, y) s_y off the diagonal, minus their sum on it."""

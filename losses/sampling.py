@@ -74,7 +74,7 @@ def sample(
     _checks.choice(method, "method", _METHODS)
     if not (isinstance(shape, tuple) and len(shape) == 2):
         raise ValueError(f"`shape` must be (batch, length), got {shape!r}.")
-    shape = tuple(_checks.positive_int(n, "shape") for n in shape)
+    shape = (_checks.positive_int(shape[0], "shape"), _checks.positive_int(shape[1], "shape"))
     if _checks.is_static_scalar(steps):
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
