@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .graphs import AbsorbingGraph
 from .score_entropy import ModelFn
@@ -29,7 +30,16 @@ def _analytic_probs(graph, log_score, xt, dsigma):
     return stag * graph.transp_transition(xt, dsigma)
 
 
-def step_probs(graph, noise, log_score, xt, t, s, *, method: str = "analytic") -> jax.Array:
+def step_probs(
+    graph,
+    noise,
+    log_score: Float[ArrayLike, "*shape dim"],
+    xt: Int[ArrayLike, "*shape"],
+    t: float | Float[Array, "*#shape"],
+    s: float | Float[Array, "*#shape"],
+    *,
+    method: str = "analytic",
+) -> Float[Array, "*shape dim"]:
     r"""Unnormalized transition probabilities [..., dim] of one reverse step from time t to s < t.
 
     * ``"euler"``: P(y) = (t - s) sigma'(t) Q(x, y) s_y for y != x, P(x) = 1 - sum (tau-leaping).
@@ -50,7 +60,7 @@ def step_probs(graph, noise, log_score, xt, t, s, *, method: str = "analytic") -
 
 
 def sample(
-    key,
+    key: PRNGKeyArray,
     model_fn: ModelFn,
     graph,
     noise,
@@ -60,7 +70,7 @@ def sample(
     method: str = "analytic",
     eps: float = 1e-5,
     denoise: bool = True,
-) -> jax.Array:
+) -> Int[Array, "b l"]:
     r"""Draws token sequences [B, L] from a trained SEDD model in ``steps`` reverse steps.
 
     Starts from the graph's base distribution at t = 1, steps t -> s on the uniform grid from 1
