@@ -18,14 +18,19 @@ Dimension names used across the package:
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, Integer, PRNGKeyArray, Real, Shaped
 
 # A 0-d float array: a reduced loss, a bound or a statistic.
 Scalar = Float[Array, ""]
+# The name of a mapped axis (jax.shard_map, pmap): a string, or any hashable.
+AxisName = Hashable
 
 __all__ = [
     "Array",
     "ArrayLike",
+    "AxisName",
     "Bool",
     "Float",
     "Int",

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import ArrayLike, Float, Scalar, Shaped
+from entreg._typing import ArrayLike, AxisName, Float, Scalar, Shaped
 
 MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -30,7 +30,7 @@ def aggregate(
     num_tokens: float | Float[ArrayLike, ""] | None = None,
     num_sequences: float | Float[ArrayLike, ""] | None = None,
     norm_constant: float | Float[ArrayLike, ""] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
 ) -> Scalar:
     r"""Aggregates a per-token matrix l[..., t] with mask m[..., t] into a scalar.
 

@@ -113,7 +113,7 @@ def head_entropy_fractions(
     *,
     collapse_below: float = 0.1,
     overload_above: float = 0.9,
-    axis=-1,
+    axis: int = -1,
 ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """Fractions of heads in the collapse band and in the overload band.
 

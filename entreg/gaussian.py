@@ -18,6 +18,7 @@ on the values).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +97,10 @@ def gaussian_mutual_information(
 
 
 def gaussian_total_correlation(
-    cov: Float[ArrayLike, "*batch d d"], groups=None, *, base: float | None = None
+    cov: Float[ArrayLike, "*batch d d"],
+    groups: Sequence[Sequence[int]] | None = None,
+    *,
+    base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Total correlation sum_j H(X_j) - H(X) of a Gaussian: (1/2)[sum_j log det S_jj - log det S].
 
@@ -117,7 +121,10 @@ def gaussian_total_correlation(
 
 
 def gaussian_o_information(
-    cov: Float[ArrayLike, "*batch d d"], groups=None, *, base: float | None = None
+    cov: Float[ArrayLike, "*batch d d"],
+    groups: Sequence[Sequence[int]] | None = None,
+    *,
+    base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""O-information Omega = TC - DTC of a Gaussian (Rosas et al. 2019).
 

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _scores
-from entreg._typing import Array, ArrayLike, Bool, Float
+from entreg._typing import Array, ArrayLike, AxisName, Bool, Float
 from entreg.aggregation import psum
 
 _DIRECTIONS = ("rows", "columns", "both")
@@ -96,7 +96,7 @@ def barber_agakov_bound(
     entropy: Float[ArrayLike, "*#batch"],
     *,
     where: Bool[ArrayLike, "*#batch n"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Barber-Agakov lower bound I(X; Y) >= H(X) + E_p[log q(x | y)].
@@ -140,7 +140,7 @@ def tuba_bound(
     *,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Tractable unnormalized Barber-Agakov bound (TUBA) with a baseline a(y) > 0.
@@ -176,7 +176,7 @@ def nwj_bound(
     *,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Nguyen-Wainwright-Jordan bound (f-GAN KL, MINE-f): TUBA with a(y) = e.
@@ -208,7 +208,7 @@ def dv_bound(
     *,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Donsker-Varadhan bound: I >= E_p[f] - log E_q[e^f], optimum f = log r + c.
@@ -257,7 +257,7 @@ def mine_bound(
     decay: float = 0.99,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> tuple[Float[Array, "*batch"], MineState]:
     r"""MINE (Belghazi et al. 2018): the DV value with a moving-average-corrected gradient.
@@ -326,7 +326,7 @@ def infonce_bound(
     direction: str = "rows",
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""InfoNCE / CPC bound (van den Oord et al. 2018).
@@ -463,7 +463,7 @@ def js_bound(
     *,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Poole et al.'s I_JS: train the critic on the f-GAN Jensen-Shannon objective, report NWJ.
@@ -497,7 +497,7 @@ def jsd_bound(
     *,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""Deep InfoMax's Jensen-Shannon MI estimator (Hjelm et al. 2019), value and gradient.
@@ -532,7 +532,7 @@ def smile_bound(
     tau: float | None = 5.0,
     positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
     where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
-    axis_name=None,
+    axis_name: AxisName | None = None,
     base: float | None = None,
 ) -> Float[Array, "*batch"]:
     r"""SMILE (Song & Ermon 2020): DV with the partition term's critic clipped to [-tau, tau].

@@ -82,7 +82,7 @@ class EntropyAttention(nnx.MultiHeadAttention):
             raise TypeError("EntropyAttention fixes `attention_fn`; use nnx.MultiHeadAttention.")
         super().__init__(*args, attention_fn=entropy_attention_fn, **kwargs)
 
-    def __call__(self, *args, sow_weights: bool = True, **kwargs):
+    def __call__(self, *args, sow_weights: bool = True, **kwargs) -> Array:
         """`nnx.MultiHeadAttention.__call__` that also sows the per-head entropy."""
         # sow_weights=True is how flax hands the module to attention_fn, which sows the entropy.
         return super().__call__(*args, sow_weights=sow_weights, **kwargs)

@@ -27,8 +27,8 @@ def reference_attention_with_entropy(
     value: Float[ArrayLike, "*b s k d"],
     *,
     mask: Bool[ArrayLike, "*#b #n #t #s"] | None = None,
-    is_causal=False,
-    scale=None,
+    is_causal: bool = False,
+    scale: float | None = None,
 ) -> tuple[Float[Array, "*b t n d"], Float[Array, "*b n t"]]:
     """Unfused reference on the materialized [B, N, T, S] attention map (float32 or wider)."""
     squeeze = jnp.ndim(query) == 3

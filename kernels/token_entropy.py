@@ -22,8 +22,8 @@ def reference_log_probs_and_entropy(
     labels: Int[ArrayLike, "*batch"],
     *,
     temperature: float | Float[ArrayLike, ""] = 1.0,
-    valid_vocab=None,
-    vocab_axis=None,
+    valid_vocab: int | None = None,
+    vocab_axis: str | None = None,
 ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """Unfused reference: materializes the logits (in at least float32) and reduces them; with
     ``vocab_axis`` it first assembles the whole weight on every device."""

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from entreg import _checks
 from entreg._masked import abs_zero_grad
-from entreg._typing import Array, ArrayLike, Float, PRNGKeyArray, Shaped
+from entreg._typing import Array, ArrayLike, AxisName, Float, PRNGKeyArray, Shaped
 from entreg.aggregation import psum
 
 from . import _tokens
@@ -26,7 +26,7 @@ def token_covariance(
     advantages: Float[ArrayLike, "*batch t"],
     mask: Shaped[ArrayLike, "*batch t"],
     *,
-    axis_name=None,
+    axis_name: AxisName | None = None,
 ) -> Float[Array, "*batch t"]:
     r"""Per-token covariance estimate cov_i = (A_i - mean(A)) (log pi_i - mean(log pi)).
 
@@ -79,7 +79,7 @@ def clip_cov_loss(
     eps_low: float = 1.0,
     eps_high: float | None = None,
     log_ratio_clip: float | None = 20.0,
-    axis_name=None,
+    axis_name: AxisName | None = None,
 ) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""Clip-Cov per-token loss (Cui et al. 2025, Eq. 11; verl ``compute_policy_loss_clip_cov``).
 
@@ -146,7 +146,7 @@ def kl_cov_loss(
     ratio: float = 2e-3,
     beta: float = 1.0,
     log_ratio_clip: float | None = 20.0,
-    axis_name=None,
+    axis_name: AxisName | None = None,
 ) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""KL-Cov per-token loss (Cui et al. 2025, Eq. 12; verl ``compute_policy_loss_kl_cov``).
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from entreg import _checks
 from entreg._typing import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .graphs import AbsorbingGraph
+from .graphs import AbsorbingGraph, UniformGraph
+from .noise import GeometricNoise, LogLinearNoise
 from .score_entropy import ModelFn
 
 _METHODS = ("analytic", "euler")
@@ -31,8 +32,8 @@ def _analytic_probs(graph, log_score, xt, dsigma):
 
 
 def step_probs(
-    graph,
-    noise,
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     log_score: Float[ArrayLike, "*shape dim"],
     xt: Int[ArrayLike, "*shape"],
     t: float | Float[Array, "*#shape"],
@@ -62,8 +63,8 @@ def step_probs(
 def sample(
     key: PRNGKeyArray,
     model_fn: ModelFn,
-    graph,
-    noise,
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     shape: tuple[int, int],
     *,
     steps: int,

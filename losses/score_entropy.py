@@ -22,6 +22,7 @@ from entreg._typing import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from entreg.terms import LossTerm, TermResult, Weight, weight_fn
 
 from .graphs import AbsorbingGraph, UniformGraph
+from .noise import GeometricNoise, LogLinearNoise
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -45,7 +46,7 @@ def _per_sequence(values, name, batch_shape) -> jax.Array:
 
 
 def denoising_score_entropy(
-    graph,
+    graph: AbsorbingGraph | UniformGraph,
     log_score: Float[ArrayLike, "*batch l dim"],
     xt: Int[ArrayLike, "*batch l"],
     x0: Int[ArrayLike, "*batch l"],
@@ -102,8 +103,8 @@ def sedd_loss(
     key: PRNGKeyArray,
     model_fn: ModelFn,
     x0: Int[ArrayLike, "b l"],
-    graph,
-    noise,
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     *,
     mask: Bool[ArrayLike, "b l"] | None = None,
     sampling_eps: float = 1e-3,
@@ -134,8 +135,8 @@ def sedd_elbo(
     key: PRNGKeyArray,
     model_fn: ModelFn,
     x0: Int[ArrayLike, "b l"],
-    graph,
-    noise,
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     *,
     num_times: int = 32,
     mask: Bool[ArrayLike, "b l"] | None = None,
@@ -169,7 +170,11 @@ SCORE_ENTROPY_SIGNALS = ("log_score", "xt", "x0", "sigma", "rate")
 
 
 def score_entropy_term(
-    graph, *, name: str = "score_entropy", weight: Weight = 1.0, mask: str | None = None
+    graph: AbsorbingGraph | UniformGraph,
+    *,
+    name: str = "score_entropy",
+    weight: Weight = 1.0,
+    mask: str | None = None,
 ) -> LossTerm:
     """`denoising_score_entropy`, averaged over sequences, as an `entreg.compose` penalty.
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import Array, ArrayLike, Float, Shaped
+from entreg._typing import Array, ArrayLike, AxisName, Float, Shaped
 
 from . import _tokens
 from .ppo import ppo_loss
@@ -40,7 +40,7 @@ def steer_weights(
     w_min: float = 0.8,
     w_max: float = 1.2,
     omega: str = "one_logit",
-    axis_name=None,
+    axis_name: AxisName | None = None,
 ) -> Float[Array, "*batch t"]:
     r"""Per-token STEER weights, computed without gradient.
 
