@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
-from entreg._typing import Array, ArrayLike, Bool, Float, Int
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer
 
 
 def visible_keys(shape: tuple[int, ...], mask, causal: bool) -> jax.Array | None:
@@ -135,7 +135,7 @@ def head_entropy_fractions(
 
 
 def entropy_lower_bound(
-    sigma: Float[ArrayLike, "*shape"], length: int | Int[ArrayLike, "*#shape"]
+    sigma: Float[ArrayLike, "*shape"], length: int | Integer[ArrayLike, "*#shape"]
 ) -> Float[Array, "*shape"]:
     r"""Theorem 3.1 of Zhai et al. (2023): the smallest attention entropy a logit matrix with
     spectral scale sigma = ||W_K W_Q^T||_2 ||X X^T||_2 allows over ``length`` = T keys.

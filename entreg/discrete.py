@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import ArrayLike, Bool, Int, Scalar
+from entreg._typing import ArrayLike, Bool, Integer, Scalar
 
 
 def _check_correction(correction):
@@ -70,7 +70,7 @@ def _correction(kind, bins, n):
 
 
 def discrete_entropy(
-    labels: Int[ArrayLike, " n"] | Int[ArrayLike, "n m"],
+    labels: Integer[ArrayLike, " n *m"] | Bool[ArrayLike, " n *m"],
     *,
     correction: str | None = None,
     where: Bool[ArrayLike, " n"] | None = None,
@@ -96,8 +96,8 @@ def discrete_entropy(
 
 
 def discrete_mutual_information(
-    x: Int[ArrayLike, " n"] | Int[ArrayLike, "n mx"],
-    y: Int[ArrayLike, " n"] | Int[ArrayLike, "n my"],
+    x: Integer[ArrayLike, " n *mx"] | Bool[ArrayLike, " n *mx"],
+    y: Integer[ArrayLike, " n *my"] | Bool[ArrayLike, " n *my"],
     *,
     correction: str | None = None,
     where: Bool[ArrayLike, " n"] | None = None,

@@ -120,7 +120,7 @@ def _ksg_counts(variables, valid, k: int, variant: int, block: int):
 
 
 def ksg_total_correlation(
-    variables: Sequence[Float[ArrayLike, " n"] | Float[ArrayLike, "n d"]],
+    variables: Sequence[Float[ArrayLike, "n ..."]],
     *,
     k: int = 3,
     variant: int = 1,
@@ -192,8 +192,8 @@ def _ksg(variables, where, key, k, variant, block_size, standardize):
 
 
 def ksg_mutual_information(
-    x: Float[ArrayLike, " n"] | Float[ArrayLike, "n dx"],
-    y: Float[ArrayLike, " n"] | Float[ArrayLike, "n dy"],
+    x: Float[ArrayLike, " n *dx"],
+    y: Float[ArrayLike, " n *dy"],
     *,
     k: int = 3,
     variant: int = 1,
@@ -232,7 +232,7 @@ def ksg_mutual_information(
 
 
 def kl_entropy(
-    x: Float[ArrayLike, " n"] | Float[ArrayLike, "n d"],
+    x: Float[ArrayLike, " n *d"],
     *,
     k: int = 3,
     norm: str = "max",

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked, _spectrum
-from entreg._typing import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Scalar
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, PRNGKeyArray, Scalar
 
 
 def _matrix(x, name: str) -> jax.Array:
@@ -414,7 +414,7 @@ def diffusion_spectral_entropy(
 def diffusion_spectral_mutual_information(
     key: PRNGKeyArray,
     features: Float[ArrayLike, "n d"],
-    labels: Int[ArrayLike, " n"],
+    labels: Integer[ArrayLike, " n"],
     *,
     num_classes: int,
     repetitions: int = 5,

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
-from entreg._typing import Array, ArrayLike, Bool, Float, Int, Scalar
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, Scalar
 
 
 def token_log_probs(
     logits: Float[ArrayLike, "*batch v"],
-    tokens: Int[ArrayLike, "*batch"],
+    tokens: Integer[ArrayLike, "*batch"],
     *,
     temperature: float | Float[ArrayLike, "*#batch"] = 1.0,
     where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import ArrayLike, Bool, Float, Int, Scalar
+from entreg._typing import ArrayLike, Bool, Float, Integer, Scalar
 from entreg.mi_bounds import infonce_bound
 
 from . import _infonce_xla
@@ -69,7 +69,7 @@ def infonce_from_embeddings(
     *,
     temperature: float | Float[ArrayLike, ""] = 1.0,
     direction: str = "rows",
-    labels: Int[ArrayLike, " n"] | None = None,
+    labels: Integer[ArrayLike, " n"] | None = None,
     exclude_diagonal: bool = False,
     where_x: Bool[ArrayLike, " n"] | None = None,
     where_y: Bool[ArrayLike, " m"] | None = None,

@@ -6,9 +6,10 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from entreg import _checks
-from entreg._typing import Array, ArrayLike, Float, Int
+from entreg._typing import Array, ArrayLike, Float, Integer
 from entreg.temperature import token_log_probs
 
 from . import _mosaic, _token_entropy_mosaic, _token_entropy_triton, _token_entropy_xla, _triton
@@ -18,8 +19,8 @@ IMPLEMENTATIONS = ("xla", "mosaic", "triton", "reference")
 
 def reference_log_probs_and_entropy(
     hidden: Float[ArrayLike, "*batch h"],
-    weight: Float[Array, "h v"],
-    labels: Int[ArrayLike, "*batch"],
+    weight: Float[Array | np.ndarray, "h v"],
+    labels: Integer[ArrayLike, "*batch"],
     *,
     temperature: float | Float[ArrayLike, ""] = 1.0,
     valid_vocab: int | None = None,
@@ -50,7 +51,7 @@ def reference_log_probs_and_entropy(
 def linear_log_probs_and_entropy(
     hidden: Float[ArrayLike, "*batch h"],
     weight: Float[ArrayLike, "h v"],
-    labels: Int[ArrayLike, "*batch"],
+    labels: Integer[ArrayLike, "*batch"],
     *,
     temperature: float | Float[ArrayLike, ""] = 1.0,
     valid_vocab: int | None = None,

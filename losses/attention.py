@@ -47,12 +47,12 @@ def _row_mean(x, mask):
 
 def attention_band_penalty(
     entropy: Float[ArrayLike, "*batch heads q"],
-    theta: Float[ArrayLike, "*#batch #heads #q"],
+    theta: Float[ArrayLike, "*#shape"],
     *,
-    max_entropy: float | Float[ArrayLike, "*#batch #heads #q"],
+    max_entropy: float | Float[ArrayLike, "*#shape"],
     tolerance: float = 0.2,
     mode: str = "default",
-    mask: Bool[ArrayLike, "*#batch #heads #q"] | None = None,
+    mask: Bool[ArrayLike, "*#shape"] | None = None,
 ) -> Scalar:
     r"""Penalty keeping each head's attention entropy near theta_h times the maximum entropy.
 
@@ -100,10 +100,10 @@ def attention_band_penalty(
 
 def attention_floor_penalty(
     entropy: Float[ArrayLike, "*batch heads q"],
-    floor: float | Float[ArrayLike, "*#batch #heads #q"],
+    floor: float | Float[ArrayLike, "*#shape"],
     *,
-    max_entropy: float | Float[ArrayLike, "*#batch #heads #q"],
-    mask: Bool[ArrayLike, "*#batch #heads #q"] | None = None,
+    max_entropy: float | Float[ArrayLike, "*#shape"],
+    mask: Bool[ArrayLike, "*#shape"] | None = None,
 ) -> Scalar:
     r"""Collapse guard: mean over rows of relu(floor E_max - H)^2.
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import Array, ArrayLike, Bool, Float, Int, Scalar, Shaped
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, Real, Shaped
 from entreg.aggregation import MODES, aggregate
 from entreg.terms import LossTerm, TermResult
 
@@ -38,7 +38,9 @@ def epo_init(num_turns: int) -> EpoState:
     return EpoState(jnp.zeros((num_turns,), jnp.float32), jnp.zeros((num_turns,), jnp.int32))
 
 
-def epo_phase_weight(epoch: int | Int[ArrayLike, ""], total_epochs: int = 150) -> Scalar:
+def epo_phase_weight(
+    epoch: float | Real[ArrayLike, "*shape"], total_epochs: int = 150
+) -> Float[Array, "*shape"]:
     r"""EPO's schedule beta(k) of the corridor penalty over ``total_epochs`` = K (150 in the paper).
 
     With p the progress within the current half of training: first half beta = 1 - 0.2 (1 -
@@ -74,7 +76,7 @@ def _turns(entropy, mask, turn_ids, num_turns):
 def turn_entropy(
     entropy: Float[ArrayLike, "*batch t"],
     mask: Shaped[ArrayLike, "*batch t"],
-    turn_ids: Int[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     num_turns: int,
 ) -> tuple[Float[Array, " turns"], Bool[Array, " turns"]]:
     """(mean token entropy of each turn over the batch [J], whether the turn occurred [J])."""
@@ -90,7 +92,7 @@ def epo_update(
     state: EpoState,
     entropy: Float[ArrayLike, "*batch t"],
     mask: Shaped[ArrayLike, "*batch t"],
-    turn_ids: Int[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
 ) -> EpoState:
     """Adds this step's per-turn mean entropies to the running references (no gradient)."""
     means, present = turn_entropy(
@@ -104,7 +106,7 @@ def epo_update(
 def epo_penalty(
     entropy: Float[ArrayLike, "*batch t"],
     mask: Shaped[ArrayLike, "*batch t"],
-    turn_ids: Int[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     state: EpoState,
     *,
     kappa_low: float = 0.0,
@@ -139,10 +141,10 @@ def epo_penalty(
 def epo_loss(
     entropy: Float[ArrayLike, "*batch t"],
     mask: Shaped[ArrayLike, "*batch t"],
-    turn_ids: Int[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     state: EpoState,
     *,
-    epoch: int | Int[ArrayLike, ""],
+    epoch: float | Real[ArrayLike, ""],
     entropy_coef: float = ENTROPY_COEF,
     smooth_coef: float = 1.0,
     total_epochs: int = 150,

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import Array, ArrayLike, Float, Int, PRNGKeyArray
+from entreg._typing import Array, ArrayLike, Float, Integer, PRNGKeyArray
 
 
 def _tokens(x, name: str, dim: int) -> jax.Array:
@@ -90,7 +90,7 @@ class _Graph:
         def rate_weights(self, xt) -> jax.Array: ...
 
     def reverse_rate(
-        self, log_score: Float[ArrayLike, "*shape dim"], xt: Int[ArrayLike, "*shape"]
+        self, log_score: Float[ArrayLike, "*shape dim"], xt: Integer[ArrayLike, "*shape"]
     ) -> Float[Array, "*shape dim"]:
         """Reverse rates R(x_t -> y) = Q(x_t, y) s_y off the diagonal, minus their sum on it."""
         xt = _tokens(xt, "xt", self.dim)
@@ -116,7 +116,7 @@ class AbsorbingGraph(_Graph):
         return self.num_tokens
 
     def transition(
-        self, x0: Int[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
     ) -> Float[Array, "*shape dim"]:
         """p_t(y | x_0) [..., dim]."""
         x0 = _tokens(x0, "x0", self.dim)
@@ -127,14 +127,17 @@ class AbsorbingGraph(_Graph):
         )
 
     def sample_transition(
-        self, key: PRNGKeyArray, x0: Int[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
-    ) -> Int[Array, "*shape"]:
+        self,
+        key: PRNGKeyArray,
+        x0: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Integer[Array, "*shape"]:
         """Draws x_t ~ p_t(. | x_0)."""
         x0 = _tokens(x0, "x0", self.dim)
         masked = jax.random.bernoulli(key, -jnp.expm1(-_sigma(sigma, x0.shape)))
         return jnp.where(masked, self.mask_id, x0)
 
-    def rate_weights(self, xt: Int[ArrayLike, "*shape"]) -> Float[Array, "*shape dim"]:
+    def rate_weights(self, xt: Integer[ArrayLike, "*shape"]) -> Float[Array, "*shape dim"]:
         """Q(x_t, y) for y != x_t (rate from y into x_t), [..., dim]."""
         xt = _tokens(xt, "xt", self.dim)
         real = jnp.arange(self.dim) < self.num_tokens
@@ -142,8 +145,8 @@ class AbsorbingGraph(_Graph):
 
     def ratios(
         self,
-        x0: Int[ArrayLike, "*shape"],
-        xt: Int[ArrayLike, "*shape"],
+        x0: Integer[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
         sigma: Float[ArrayLike, "*#shape"],
     ) -> Float[Array, "*shape dim"]:
         """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) where the rate is non-zero, else 0."""
@@ -159,8 +162,8 @@ class AbsorbingGraph(_Graph):
     def score_entropy(
         self,
         log_score: Float[ArrayLike, "*shape dim"],
-        xt: Int[ArrayLike, "*shape"],
-        x0: Int[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
+        x0: Integer[ArrayLike, "*shape"],
         sigma: Float[ArrayLike, "*#shape"],
     ) -> Float[Array, "*shape"]:
         r"""Per-position denoising score entropy sum_y Q(x_t, y) f(s_y; r_y) [...] (closed form).
@@ -186,7 +189,7 @@ class AbsorbingGraph(_Graph):
     def log_score(
         self,
         output: Float[ArrayLike, "*shape dim"],
-        xt: Int[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
         sigma: Float[ArrayLike, "*#shape"],
     ) -> Float[Array, "*shape dim"]:
         """The paper's parameterization: output - log expm1(sigma) - log N, entry x_t set to 0.
@@ -215,7 +218,7 @@ class AbsorbingGraph(_Graph):
         return jnp.where(mask, score - jnp.expm1(d) * real, jnp.exp(d) * score)
 
     def transp_transition(
-        self, xt: Int[ArrayLike, "*shape"], dsigma: Float[ArrayLike, "*#shape"]
+        self, xt: Integer[ArrayLike, "*shape"], dsigma: Float[ArrayLike, "*#shape"]
     ) -> Float[Array, "*shape dim"]:
         """Row x_t of exp(dsigma Q): e^{-dsigma} at y = x_t, plus 1 - e^{-dsigma} everywhere when
         x_t is MASK."""
@@ -226,7 +229,7 @@ class AbsorbingGraph(_Graph):
 
     def sample_prior(
         self, key: PRNGKeyArray, shape: tuple[int, ...], sigma: Float[ArrayLike, "*#shape"]
-    ) -> Int[Array, "*shape"]:
+    ) -> Integer[Array, "*shape"]:
         """x_T from the base distribution pi = p_T of a uniform x_0: MASK with probability
         1 - e^{-sigma}, else a uniform real token (so `prior_kl` is finite)."""
         k1, k2 = jax.random.split(key)
@@ -234,7 +237,7 @@ class AbsorbingGraph(_Graph):
         return jnp.where(keep, jax.random.randint(k2, shape, 0, self.num_tokens), self.mask_id)
 
     def prior_kl(
-        self, x0: Int[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
     ) -> Float[Array, "*shape"]:
         """KL(p_T(. | x_0) || pi) per position = e^{-sigma} log N."""
         x0 = _tokens(x0, "x0", self.dim)
@@ -257,7 +260,7 @@ class UniformGraph(_Graph):
         return self.num_tokens
 
     def transition(
-        self, x0: Int[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
     ) -> Float[Array, "*shape dim"]:
         """p_t(y | x_0) = e^{-sigma} [y = x_0] + (1 - e^{-sigma}) / N, shape [..., dim]."""
         x0 = _tokens(x0, "x0", self.dim)
@@ -266,23 +269,26 @@ class UniformGraph(_Graph):
         return jnp.exp(-sigma) * _one_hot(x0, self.dim, sigma.dtype) + moved
 
     def sample_transition(
-        self, key: PRNGKeyArray, x0: Int[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
-    ) -> Int[Array, "*shape"]:
+        self,
+        key: PRNGKeyArray,
+        x0: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Integer[Array, "*shape"]:
         """Draws x_t ~ p_t(. | x_0): redrawn uniformly with probability 1 - e^{-sigma}."""
         x0 = _tokens(x0, "x0", self.dim)
         k1, k2 = jax.random.split(key)
         moved = jax.random.bernoulli(k1, -jnp.expm1(-_sigma(sigma, x0.shape)))
         return jnp.where(moved, jax.random.randint(k2, x0.shape, 0, self.num_tokens), x0)
 
-    def rate_weights(self, xt: Int[ArrayLike, "*shape"]) -> Float[Array, "*shape dim"]:
+    def rate_weights(self, xt: Integer[ArrayLike, "*shape"]) -> Float[Array, "*shape dim"]:
         """Q(x_t, y) = 1 / N for y != x_t, 0 at y = x_t, [..., dim]."""
         xt = _tokens(xt, "xt", self.dim)
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, 1.0 / self.num_tokens)
 
     def ratios(
         self,
-        x0: Int[ArrayLike, "*shape"],
-        xt: Int[ArrayLike, "*shape"],
+        x0: Integer[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
         sigma: Float[ArrayLike, "*#shape"],
     ) -> Float[Array, "*shape dim"]:
         """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) for y != x_t, 0 at y = x_t."""
@@ -298,8 +304,8 @@ class UniformGraph(_Graph):
     def score_entropy(
         self,
         log_score: Float[ArrayLike, "*shape dim"],
-        xt: Int[ArrayLike, "*shape"],
-        x0: Int[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
+        x0: Integer[ArrayLike, "*shape"],
         sigma: Float[ArrayLike, "*#shape"],
     ) -> Float[Array, "*shape"]:
         """Per-position denoising score entropy (closed form, see the class docstring)."""
@@ -329,7 +335,7 @@ class UniformGraph(_Graph):
     def log_score(
         self,
         output: Float[ArrayLike, "*shape dim"],
-        xt: Int[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
         sigma: Float[ArrayLike, "*#shape"],
     ) -> Float[Array, "*shape dim"]:
         """The network's output as log-scores, the current token's entry set to 0 (ratio 1)."""
@@ -348,20 +354,20 @@ class UniformGraph(_Graph):
         )
 
     def transp_transition(
-        self, xt: Int[ArrayLike, "*shape"], dsigma: Float[ArrayLike, "*#shape"]
+        self, xt: Integer[ArrayLike, "*shape"], dsigma: Float[ArrayLike, "*#shape"]
     ) -> Float[Array, "*shape dim"]:
         """Row x_t of exp(dsigma Q)."""
         return self.transition(_tokens(xt, "xt", self.dim), dsigma)
 
     def sample_prior(
         self, key: PRNGKeyArray, shape: tuple[int, ...], sigma: Float[ArrayLike, "*#shape"]
-    ) -> Int[Array, "*shape"]:
+    ) -> Integer[Array, "*shape"]:
         """Uniform tokens (the limit of the forward process, and its marginal for uniform x_0)."""
         del sigma
         return jax.random.randint(key, shape, 0, self.num_tokens)
 
     def prior_kl(
-        self, x0: Int[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
     ) -> Float[Array, "*shape"]:
         """KL(p_T(. | x_0) || uniform) per position."""
         x0 = _tokens(x0, "x0", self.dim)

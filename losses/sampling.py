@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import Array, ArrayLike, Float, Int, PRNGKeyArray
+from entreg._typing import Array, ArrayLike, Float, Integer, PRNGKeyArray
 
 from .graphs import AbsorbingGraph, UniformGraph
 from .noise import GeometricNoise, LogLinearNoise
@@ -35,7 +35,7 @@ def step_probs(
     graph: AbsorbingGraph | UniformGraph,
     noise: LogLinearNoise | GeometricNoise,
     log_score: Float[ArrayLike, "*shape dim"],
-    xt: Int[ArrayLike, "*shape"],
+    xt: Integer[ArrayLike, "*shape"],
     t: float | Float[Array, "*#shape"],
     s: float | Float[Array, "*#shape"],
     *,
@@ -71,7 +71,7 @@ def sample(
     method: str = "analytic",
     eps: float = 1e-5,
     denoise: bool = True,
-) -> Int[Array, "b l"]:
+) -> Integer[Array, "b l"]:
     r"""Draws token sequences [B, L] from a trained SEDD model in ``steps`` reverse steps.
 
     Starts from the graph's base distribution at t = 1, steps t -> s on the uniform grid from 1

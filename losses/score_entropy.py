@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
-from entreg._typing import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, PRNGKeyArray
 from entreg.terms import LossTerm, TermResult, Weight, weight_fn
 
 from .graphs import AbsorbingGraph, UniformGraph
@@ -48,8 +48,8 @@ def _per_sequence(values, name, batch_shape) -> jax.Array:
 def denoising_score_entropy(
     graph: AbsorbingGraph | UniformGraph,
     log_score: Float[ArrayLike, "*batch l dim"],
-    xt: Int[ArrayLike, "*batch l"],
-    x0: Int[ArrayLike, "*batch l"],
+    xt: Integer[ArrayLike, "*batch l"],
+    x0: Integer[ArrayLike, "*batch l"],
     sigma: Float[ArrayLike, "*#batch"],
     rate: Float[ArrayLike, "*#batch"],
     *,
@@ -102,7 +102,7 @@ def _stratified_times(key, n, lo):
 def sedd_loss(
     key: PRNGKeyArray,
     model_fn: ModelFn,
-    x0: Int[ArrayLike, "b l"],
+    x0: Integer[ArrayLike, "b l"],
     graph: AbsorbingGraph | UniformGraph,
     noise: LogLinearNoise | GeometricNoise,
     *,
@@ -134,7 +134,7 @@ def sedd_loss(
 def sedd_elbo(
     key: PRNGKeyArray,
     model_fn: ModelFn,
-    x0: Int[ArrayLike, "b l"],
+    x0: Integer[ArrayLike, "b l"],
     graph: AbsorbingGraph | UniformGraph,
     noise: LogLinearNoise | GeometricNoise,
     *,
