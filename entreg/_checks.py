@@ -53,7 +53,7 @@ def normalize_axis(axis, ndim: int, name: str = "logits") -> int:
         raise TypeError(f"`axis` must be an int, got {axis!r}.")
     if ndim == 0:
         raise ValueError(f"`{name}` must have at least one dimension (the category axis).")
-    if not -ndim <= axis < ndim:
+    if not -ndim <= int(axis) < ndim:
         raise ValueError(f"`axis`={axis} is out of bounds for `{name}` with {ndim} dimensions.")
     return int(axis) % ndim
 
@@ -210,7 +210,7 @@ def variable_groups(
         if not isinstance(g, Sequence) or not g:
             raise ValueError(f"`{name}` entries must be non-empty index sequences, got {g!r}.")
         if not all(
-            isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in g
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) and int(i) >= 0 for i in g
         ):
             raise ValueError(f"`{name}` entries must hold non-negative ints, got {g!r}.")
         out.append(tuple(int(i) for i in g))

@@ -40,7 +40,9 @@ def log_softmax(logits: jax.Array, valid: jax.Array | None, axis: int) -> Dist:
     return Dist(log_p=log_p, p=e / s, valid=valid, nonempty=nonempty)
 
 
-def prepare(logits, where, axis: int, name: str = "logits") -> tuple[jax.Array, jax.Array, int]:
+def prepare(
+    logits, where, axis: int, name: str = "logits"
+) -> tuple[jax.Array, jax.Array | None, int]:
     """Validates (logits, where, axis) and returns the upcast logits, the mask and the axis."""
     logits = _checks.float_array(logits, name)
     axis = _checks.normalize_axis(axis, logits.ndim, name)

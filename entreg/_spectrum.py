@@ -56,7 +56,7 @@ def default_eps(size: int, dtype) -> float:
 def check_eps(eps, size: int, dtype) -> float:
     if eps is None:
         return default_eps(size, dtype)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < 1:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= float(eps) < 1:
         raise ValueError(f"`eps` must be a real number in [0, 1), got {eps!r}.")
     return float(eps)
 

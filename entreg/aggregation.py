@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import ArrayLike, AxisName, Float, Scalar, Shaped
 
 MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -22,15 +23,15 @@ def psum(x: jax.Array, axis_name) -> jax.Array:
 
 
 def aggregate(
-    values,
-    mask,
+    values: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*#batch t"],
     mode: str = "token-mean",
     *,
-    num_tokens=None,
-    num_sequences=None,
-    norm_constant=None,
-    axis_name=None,
-) -> jax.Array:
+    num_tokens: float | Float[ArrayLike, ""] | None = None,
+    num_sequences: float | Float[ArrayLike, ""] | None = None,
+    norm_constant: float | Float[ArrayLike, ""] | None = None,
+    axis_name: AxisName | None = None,
+) -> Scalar:
     r"""Aggregates a per-token matrix l[..., t] with mask m[..., t] into a scalar.
 
     The last axis holds tokens; every leading axis indexes sequences. With s_b = sum_t m l

@@ -18,12 +18,18 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 # |order - 1| below which Renyi / Tsallis use their cumulant series (error ~ |b|^4 * kappa_5 / 120).
 _SERIES_RADIUS = 1e-3
 
 
-def entropy(logits, *, axis: int = -1, where=None) -> jax.Array:
+def entropy(
+    logits: Float[ArrayLike, "*batch v"],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Shannon entropy H(p) = -sum_j p_j log p_j of p = softmax(logits).
 
     Computed as -sum_j p_j (z_j - logsumexp(z)), which never takes the log of a probability, so
@@ -43,8 +49,13 @@ def entropy(logits, *, axis: int = -1, where=None) -> jax.Array:
 
 
 def cross_entropy(
-    logits, target_logits=None, *, target_probs=None, axis: int = -1, where=None
-) -> jax.Array:
+    logits: Float[ArrayLike, "*batch v"],
+    target_logits: Float[ArrayLike, "*batch v"] | None = None,
+    *,
+    target_probs: Float[ArrayLike, "*batch v"] | None = None,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Cross-entropy CE(t, p) = -sum_j t_j log p_j, with p = softmax(logits).
 
     The target is either ``target_logits`` (t = softmax(target_logits) over the included
@@ -75,7 +86,9 @@ def cross_entropy(
     return _masked.plus_inf_where(finite, jnp.any(t_support & ~q.valid, axis=axis))
 
 
-def binary_entropy(logit, *, where=None) -> jax.Array:
+def binary_entropy(
+    logit: Float[ArrayLike, "*shape"], *, where: Bool[ArrayLike, "*#shape"] | None = None
+) -> Float[Array, "*shape"]:
     r"""Elementwise entropy of a Bernoulli(sigmoid(logit)) variable.
 
     H(x) = softplus(x) - x sigmoid(x), evaluated in the symmetric form
@@ -133,7 +146,13 @@ def _near_one(order, static: bool):
     return abs(b) < _SERIES_RADIUS if static else jnp.abs(b) < _SERIES_RADIUS
 
 
-def renyi_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
+def renyi_entropy(
+    logits: Float[ArrayLike, "*batch v"],
+    order: float | Float[ArrayLike, ""],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Renyi entropy H_a(p) = log(sum_j p_j^a) / (1 - a) of p = softmax(logits).
 
     Limits: a = 0 gives log |support|, a -> 1 the Shannon entropy, a = inf gives -log max_j p_j.
@@ -181,7 +200,13 @@ def renyi_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
     return _switch_near_one(order, static, series, direct)
 
 
-def tsallis_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
+def tsallis_entropy(
+    logits: Float[ArrayLike, "*batch v"],
+    order: float | Float[ArrayLike, ""],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Tsallis entropy S_q(p) = (1 - sum_j p_j^q) / (q - 1) of p = softmax(logits).
 
     Limits: q = 0 gives |support| - 1, q -> 1 the Shannon entropy, q = inf gives 0.

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from entreg._typing import Array, Scalar
 from entreg.terms import LossTerm
 
 
@@ -60,7 +61,9 @@ class ComposedLoss:
             raise ValueError(f"`name`: no term named {name!r}.")
         return dataclasses.replace(self, terms=tuple(t for t in self.terms if t.name != name))
 
-    def __call__(self, *args, state: dict[str, Any], step=None, **kwargs):
+    def __call__(
+        self, *args, state: dict[str, Any], step=None, **kwargs
+    ) -> tuple[Scalar, tuple[dict[str, Any], dict[str, Array]]]:
         """Evaluates base and terms; returns ``(loss, (new_state, metrics))`` (see the class)."""
         out = self.base(*args, **kwargs)
         if not (isinstance(out, tuple) and len(out) == 2):

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Float
 
 _SIMILARITIES = ("dot", "cosine")
 
@@ -28,12 +28,12 @@ def _embeddings(x, name: str) -> jax.Array:
 
 
 def separable_scores(
-    x_embeddings: ArrayLike,
-    y_embeddings: ArrayLike,
+    x_embeddings: Float[ArrayLike, "*batch n e"],
+    y_embeddings: Float[ArrayLike, "*batch m e"],
     *,
     similarity: str = "dot",
-    temperature=1.0,
-) -> jax.Array:
+    temperature: float | Float[ArrayLike, ""] = 1.0,
+) -> Float[Array, "*batch n m"]:
     r"""Scores of a separable critic f(x, y) = sim(g(x), h(y)) / tau for all pairs.
 
         S = g(X) h(Y)^T / tau       ("dot")
@@ -68,12 +68,12 @@ def separable_scores(
 
 
 def concat_scores(
-    critic: Callable[[jax.Array], jax.Array],
-    x: ArrayLike,
-    y: ArrayLike,
+    critic: Callable[[Float[Array, "*rows dxy"]], Float[Array, "*rows"]],
+    x: Float[ArrayLike, "n dx"],
+    y: Float[ArrayLike, "m dy"],
     *,
     block_size: int = 64,
-) -> jax.Array:
+) -> Float[Array, "n m"]:
     r"""Scores of a joint ("concat") critic f(x, y) = critic([x; y]) for all N x M pairs.
 
     The critic maps concatenated inputs [..., dx + dy] to scalars [...] (any Flax / NNX module

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 
 from entreg import _checks
+from entreg._typing import ArrayLike, Bool, Integer, Scalar
 
 
 def _check_correction(correction):
@@ -70,8 +70,12 @@ def _correction(kind, bins, n):
 
 
 def discrete_entropy(
-    labels: ArrayLike, *, correction: str | None = None, where=None, base=None
-) -> jax.Array:
+    labels: Integer[ArrayLike, " n *m"] | Bool[ArrayLike, " n *m"],
+    *,
+    correction: str | None = None,
+    where: Bool[ArrayLike, " n"] | None = None,
+    base: float | None = None,
+) -> Scalar:
     r"""Plug-in (or Miller-Madow) joint entropy of discrete samples.
 
     Args:
@@ -92,8 +96,13 @@ def discrete_entropy(
 
 
 def discrete_mutual_information(
-    x: ArrayLike, y: ArrayLike, *, correction: str | None = None, where=None, base=None
-) -> jax.Array:
+    x: Integer[ArrayLike, " n *mx"] | Bool[ArrayLike, " n *mx"],
+    y: Integer[ArrayLike, " n *my"] | Bool[ArrayLike, " n *my"],
+    *,
+    correction: str | None = None,
+    where: Bool[ArrayLike, " n"] | None = None,
+    base: float | None = None,
+) -> Scalar:
     r"""Plug-in (or Miller-Madow) mutual information I(X; Y) = H(X) + H(Y) - H(X, Y).
 
     Args:

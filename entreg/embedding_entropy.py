@@ -15,9 +15,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 
 from entreg import _checks, _masked, _scores
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 
 def _features(x, name: str = "features") -> jax.Array:
@@ -34,8 +34,13 @@ def _rows(where, shape: tuple[int, ...]) -> jax.Array:
 
 
 def m_spacing_entropy(
-    x: ArrayLike, *, m: int | None = None, eps: float = 1e-7, where=None, base=None
-) -> jax.Array:
+    x: Float[ArrayLike, "*batch n d"],
+    *,
+    m: int | None = None,
+    eps: float = 1e-7,
+    where: Bool[ArrayLike, "*#batch n"] | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch d"]:
     r"""m-spacing estimate of each coordinate's marginal entropy (E2MC's effective entropy).
 
     Per coordinate, with the N samples sorted u_(1) <= ... <= u_(N):
@@ -142,7 +147,13 @@ def vmf_log_normalizer(dim: int, kappa: float) -> float:
     return nu * math.log(kappa) - dim / 2 * math.log(2 * math.pi) - log_i
 
 
-def vmf_kde_entropy(z: ArrayLike, *, kappa: float = 10.0, where=None, base=None) -> jax.Array:
+def vmf_kde_entropy(
+    z: Float[ArrayLike, "*batch n d"],
+    *,
+    kappa: float = 10.0,
+    where: Bool[ArrayLike, "*#batch n"] | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Resubstitution entropy of a von Mises-Fisher KDE of unit embeddings (ER's entropy term).
 
         p_hat(z_i) = (1/N) sum_j C_d(kappa) e^{kappa z_i^T z_j}      (j = i included)

@@ -6,18 +6,19 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Float
 
 _KINDS = ("k1", "k2", "k3", "abs")
 
 
 def kl_estimate(
-    log_p,
-    log_q,
+    log_p: Float[ArrayLike, "*shape"],
+    log_q: Float[ArrayLike, "*shape"],
     kind: str = "k3",
     *,
     log_ratio_clip: float | None = None,
     value_clip: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*shape"]:
     r"""Per-sample estimate of KL(pi || pi_ref) from log-probabilities of tokens y ~ pi.
 
     With d = log_p - log_q (log pi(y) - log pi_ref(y)) and r = pi_ref(y)/pi(y) = exp(-d):

@@ -18,13 +18,14 @@ on the values).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float
 from entreg.o_information import multivariate_information
 
 
@@ -55,7 +56,9 @@ def _sub(c: jax.Array, idx) -> jax.Array:
     return c[..., idx[:, None], idx[None, :]]
 
 
-def gaussian_entropy(cov: ArrayLike, *, base=None) -> jax.Array:
+def gaussian_entropy(
+    cov: Float[ArrayLike, "*batch d d"], *, base: float | None = None
+) -> Float[Array, "*batch"]:
     r"""Differential entropy of N(mu, cov): (d/2) log(2 pi e) + (1/2) log det cov.
 
     Args:
@@ -70,7 +73,9 @@ def gaussian_entropy(cov: ArrayLike, *, base=None) -> jax.Array:
     return _checks.in_base(0.5 * d * math.log(2 * math.pi * math.e) + 0.5 * _logdet(c), base)
 
 
-def gaussian_mutual_information(cov: ArrayLike, split: int, *, base=None) -> jax.Array:
+def gaussian_mutual_information(
+    cov: Float[ArrayLike, "*batch d d"], split: int, *, base: float | None = None
+) -> Float[Array, "*batch"]:
     r"""I(X; Y) of a Gaussian (X, Y) whose covariance lists X's ``split`` coordinates first.
 
         I = (1/2) [log det S_xx + log det S_yy - log det S]
@@ -91,7 +96,12 @@ def gaussian_mutual_information(cov: ArrayLike, split: int, *, base=None) -> jax
     return gaussian_total_correlation(c, [range(split), range(split, d)], base=base)
 
 
-def gaussian_total_correlation(cov: ArrayLike, groups=None, *, base=None) -> jax.Array:
+def gaussian_total_correlation(
+    cov: Float[ArrayLike, "*batch d d"],
+    groups: Sequence[Sequence[int]] | None = None,
+    *,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Total correlation sum_j H(X_j) - H(X) of a Gaussian: (1/2)[sum_j log det S_jj - log det S].
 
     Args:
@@ -110,7 +120,12 @@ def gaussian_total_correlation(cov: ArrayLike, groups=None, *, base=None) -> jax
     return _checks.in_base(0.5 * (parts - _logdet(_sub(c, used))), base)
 
 
-def gaussian_o_information(cov: ArrayLike, groups=None, *, base=None) -> jax.Array:
+def gaussian_o_information(
+    cov: Float[ArrayLike, "*batch d d"],
+    groups: Sequence[Sequence[int]] | None = None,
+    *,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""O-information Omega = TC - DTC of a Gaussian (Rosas et al. 2019).
 
         Omega = (1/2) [(n - 2) log det S + sum_j (log det S_jj - log det S_-j,-j)]

@@ -33,9 +33,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma
-from jax.typing import ArrayLike
 
 from entreg import _checks, _masked
+from entreg._typing import ArrayLike, Bool, Float, PRNGKeyArray, Scalar
 
 _NORMS = ("max", "euclidean")
 
@@ -120,16 +120,16 @@ def _ksg_counts(variables, valid, k: int, variant: int, block: int):
 
 
 def ksg_total_correlation(
-    variables: Sequence[ArrayLike],
+    variables: Sequence[Float[ArrayLike, "n ..."]],
     *,
     k: int = 3,
     variant: int = 1,
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     standardize: bool = False,
-    key=None,
+    key: PRNGKeyArray | None = None,
     block_size: int = 512,
-    base=None,
-) -> jax.Array:
+    base: float | None = None,
+) -> Scalar:
     r"""KSG estimate of the total correlation sum_l H(X_l) - H(X_1, ..., X_m) (nats).
 
     See the module docstring for the estimators. m = 2 is the mutual information.
@@ -192,17 +192,17 @@ def _ksg(variables, where, key, k, variant, block_size, standardize):
 
 
 def ksg_mutual_information(
-    x: ArrayLike,
-    y: ArrayLike,
+    x: Float[ArrayLike, " n *dx"],
+    y: Float[ArrayLike, " n *dy"],
     *,
     k: int = 3,
     variant: int = 1,
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     standardize: bool = False,
-    key=None,
+    key: PRNGKeyArray | None = None,
     block_size: int = 512,
-    base=None,
-) -> jax.Array:
+    base: float | None = None,
+) -> Scalar:
     r"""KSG estimate of I(X; Y) in nats from N joint samples (Kraskov et al. 2004).
 
     ``ksg_mutual_information(x, y, standardize=True)`` on continuous data is scikit-learn's
@@ -232,14 +232,14 @@ def ksg_mutual_information(
 
 
 def kl_entropy(
-    x: ArrayLike,
+    x: Float[ArrayLike, " n *d"],
     *,
     k: int = 3,
     norm: str = "max",
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     block_size: int = 512,
-    base=None,
-) -> jax.Array:
+    base: float | None = None,
+) -> Scalar:
     r"""Kozachenko-Leonenko differential entropy estimate from N samples [N, d] (nats).
 
         H = psi(N) - psi(k) + log V_d + (d / N) sum_i log r_i

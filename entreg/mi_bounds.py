@@ -45,9 +45,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 
 from entreg import _checks, _scores
+from entreg._typing import Array, ArrayLike, AxisName, Bool, Float
 from entreg.aggregation import psum
 
 _DIRECTIONS = ("rows", "columns", "both")
@@ -92,8 +92,13 @@ def _js_objective(sc: _scores.Scores, axis_name) -> jax.Array:
 
 
 def barber_agakov_bound(
-    log_conditional: ArrayLike, entropy: ArrayLike, *, where=None, axis_name=None, base=None
-) -> jax.Array:
+    log_conditional: Float[ArrayLike, "*batch n"],
+    entropy: Float[ArrayLike, "*#batch"],
+    *,
+    where: Bool[ArrayLike, "*#batch n"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Barber-Agakov lower bound I(X; Y) >= H(X) + E_p[log q(x | y)].
 
     Tight iff q(x | y) = p(x | y); needs H(X) known (or estimated, as in the ER bound with a
@@ -130,14 +135,14 @@ def barber_agakov_bound(
 
 
 def tuba_bound(
-    scores: ArrayLike,
-    log_baseline: ArrayLike,
+    scores: Float[ArrayLike, "*batch n m"],
+    log_baseline: Float[ArrayLike, "*#batch m"],
     *,
-    positives=None,
-    where=None,
-    axis_name=None,
-    base=None,
-) -> jax.Array:
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Tractable unnormalized Barber-Agakov bound (TUBA) with a baseline a(y) > 0.
 
         I >= 1 + E_p[f(x, y) - log a(y)] - E_q[e^f(x, y) / a(y)]
@@ -167,8 +172,13 @@ def _tuba_bound(scores, log_baseline, positives, where, axis_name):
 
 
 def nwj_bound(
-    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
-) -> jax.Array:
+    scores: Float[ArrayLike, "*batch n m"],
+    *,
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Nguyen-Wainwright-Jordan bound (f-GAN KL, MINE-f): TUBA with a(y) = e.
 
         I_NWJ = E_p[f] - e^{-1} E_q[e^f],   optimal critic f* = 1 + log r
@@ -194,8 +204,13 @@ def _nwj_bound(scores, positives, where, axis_name):
 
 
 def dv_bound(
-    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
-) -> jax.Array:
+    scores: Float[ArrayLike, "*batch n m"],
+    *,
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Donsker-Varadhan bound: I >= E_p[f] - log E_q[e^f], optimum f = log r + c.
 
     Invariant to f -> f + c and >= `nwj_bound` for every critic (log z <= z / e). The batch
@@ -227,7 +242,7 @@ class MineState(NamedTuple):
     """
 
     log_partition: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, kept for the API
 
     @classmethod
     def init(cls, dtype=jnp.float32) -> MineState:
@@ -236,15 +251,15 @@ class MineState(NamedTuple):
 
 
 def mine_bound(
-    scores: ArrayLike,
+    scores: Float[ArrayLike, "*batch n m"],
     state: MineState | None = None,
     *,
     decay: float = 0.99,
-    positives=None,
-    where=None,
-    axis_name=None,
-    base=None,
-) -> tuple[jax.Array, MineState]:
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> tuple[Float[Array, "*batch"], MineState]:
     r"""MINE (Belghazi et al. 2018): the DV value with a moving-average-corrected gradient.
 
     The DV batch gradient E_B[grad f] - E_B[e^f grad f] / E_B[e^f] is biased by the ratio; MINE
@@ -306,14 +321,14 @@ def _mine_bound(scores, state, positives, where, axis_name, decay):
 
 
 def infonce_bound(
-    scores: ArrayLike,
+    scores: Float[ArrayLike, "*batch n m"],
     *,
     direction: str = "rows",
-    positives=None,
-    where=None,
-    axis_name=None,
-    base=None,
-) -> jax.Array:
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""InfoNCE / CPC bound (van den Oord et al. 2018).
 
         rows:     I >= E_(i, j) positive [ S_ij - log (1 / K_i) sum_k e^{S_ik} ]
@@ -362,8 +377,13 @@ def _infonce_bound(scores, positives, where, axis_name, direction):
 
 
 def interpolated_bound(
-    scores: ArrayLike, log_baseline: ArrayLike, alpha_logit: ArrayLike, *, where=None, base=None
-) -> jax.Array:
+    scores: Float[ArrayLike, "*batch n n"],
+    log_baseline: Float[ArrayLike, "*#batch n"],
+    alpha_logit: Float[ArrayLike, "*#batch"],
+    *,
+    where: Bool[ArrayLike, "*#batch n"] | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Poole et al.'s interpolated bound I_alpha between InfoNCE and TUBA.
 
     Multi-sample TUBA with the baseline
@@ -439,8 +459,13 @@ def _interpolated_bound(scores, log_baseline, alpha_logit, where):
 
 
 def js_bound(
-    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
-) -> jax.Array:
+    scores: Float[ArrayLike, "*batch n m"],
+    *,
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Poole et al.'s I_JS: train the critic on the f-GAN Jensen-Shannon objective, report NWJ.
 
         J(f) = E_p[-sp(-f)] - E_q[sp(f)],   maximiser f* = log r,   sup J = 2 JSD - 2 log 2
@@ -468,8 +493,13 @@ def _js_bound(scores, positives, where, axis_name):
 
 
 def jsd_bound(
-    scores: ArrayLike, *, positives=None, where=None, axis_name=None, base=None
-) -> jax.Array:
+    scores: Float[ArrayLike, "*batch n m"],
+    *,
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Deep InfoMax's Jensen-Shannon MI estimator (Hjelm et al. 2019), value and gradient.
 
         E_p[log 2 - sp(-f)] - E_q[sp(f) - log 2] = J(f) + 2 log 2
@@ -497,14 +527,14 @@ def _jsd_bound(scores, positives, where, axis_name):
 
 
 def smile_bound(
-    scores: ArrayLike,
+    scores: Float[ArrayLike, "*batch n m"],
     *,
     tau: float | None = 5.0,
-    positives=None,
-    where=None,
-    axis_name=None,
-    base=None,
-) -> jax.Array:
+    positives: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    where: Bool[ArrayLike, "*#batch #n #m"] | None = None,
+    axis_name: AxisName | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""SMILE (Song & Ermon 2020): DV with the partition term's critic clipped to [-tau, tau].
 
         value = E_p[f] - log E_q[clip(e^f, e^-tau, e^tau)],   gradient = grad J (f-GAN JS)

@@ -16,7 +16,7 @@ X1 = X2 = X3 (fair bits) gives Omega = +1, TC = 2.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -32,7 +32,7 @@ class MultivariateInformation(NamedTuple):
 
 
 def multivariate_information(
-    entropy_of: Callable[[tuple[int, ...]], jax.Array], groups
+    entropy_of: Callable[[tuple[int, ...]], jax.Array], groups: int | Sequence[Sequence[int]]
 ) -> MultivariateInformation:
     r"""TC, DTC, O-information and S-information from a joint entropy estimator.
 

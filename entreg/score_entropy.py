@@ -6,10 +6,10 @@ Distribution" (ICML 2024).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 
 def _k(ratio):
@@ -18,7 +18,13 @@ def _k(ratio):
     return jnp.where(ratio > 0, ratio * (jnp.log(safe) - 1.0), 0.0)
 
 
-def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
+def score_entropy(
+    log_score: Float[ArrayLike, "*batch v"],
+    ratio: Float[ArrayLike, "*batch v"],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*#batch #v"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Score entropy between predicted ratios s = exp(``log_score``) and target ratios r.
 
         SE(s, r) = sum_y [ s_y - r_y log s_y + K(r_y) ],   K(r) = r (log r - 1),  K(0) = 0

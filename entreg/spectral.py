@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked, _spectrum
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, PRNGKeyArray, Scalar
 
 
 def _matrix(x, name: str) -> jax.Array:
@@ -89,8 +91,13 @@ def _collision_entropy(k: jax.Array) -> jax.Array:
 
 
 def spectral_entropy(
-    eigenvalues, *, order: float = 1.0, axis: int = -1, eps: float | None = None, base=None
-) -> jax.Array:
+    eigenvalues: Float[ArrayLike, "*batch n"],
+    *,
+    order: float = 1.0,
+    axis: int = -1,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Renyi entropy of order q of a spectrum normalized to sum one.
 
         p = lambda / sum(lambda),   S_q = log(sum_{p_i > eps} p_i^q) / (1 - q)
@@ -117,7 +124,13 @@ def spectral_entropy(
     return _checks.in_base(_spectrum.entropy_of_spectrum(lam, q, eps), base)
 
 
-def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base=None) -> jax.Array:
+def matrix_entropy(
+    matrix: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Matrix Renyi entropy of order q (Sanchez Giraldo, Rao & Principe 2015) of a PSD matrix.
 
         A = K / tr K,   S_q(A) = log(tr A^q) / (1 - q),   S_1(A) = -tr(A log A)
@@ -138,7 +151,14 @@ def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base
     return _checks.in_base(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
 
 
-def joint_matrix_entropy(a, b, *, order: float = 1.0, eps: float | None = None, base=None):
+def joint_matrix_entropy(
+    a: Float[ArrayLike, "*batch n n"],
+    b: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Joint matrix Renyi entropy S_q(A, B) = S_q(A o B / tr(A o B)) (Hadamard product; Sanchez
     Giraldo et al. 2015) of two PSD Gram matrices over the same n samples [..., n, n]."""
     a, b = _matrix(a, "a"), _matrix(b, "b")
@@ -146,16 +166,25 @@ def joint_matrix_entropy(a, b, *, order: float = 1.0, eps: float | None = None, 
     return matrix_entropy(a * b, order=order, eps=eps, base=base)
 
 
-def matrix_mutual_information(a, b, *, order: float = 1.0, eps: float | None = None, base=None):
+def matrix_mutual_information(
+    a: Float[ArrayLike, "*batch n n"],
+    b: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Matrix-based mutual information I_q(A; B) = S_q(A) + S_q(B) - S_q(A, B) (Sanchez Giraldo
     et al. 2015) between two Gram matrices over the same samples. >= 0 for q = 1 with unit
     diagonals; information-bottleneck studies use q = 1.01 and ``base=2``."""
     _matrix(a, "a"), _matrix(b, "b")
-    kw = {"order": order, "eps": eps, "base": base}
+    kw: dict[str, Any] = {"order": order, "eps": eps, "base": base}
     return matrix_entropy(a, **kw) + matrix_entropy(b, **kw) - joint_matrix_entropy(a, b, **kw)
 
 
-def effective_rank(matrix, *, order: float = 1.0, eps: float | None = None) -> jax.Array:
+def effective_rank(
+    matrix: Float[ArrayLike, "*batch m n"], *, order: float = 1.0, eps: float | None = None
+) -> Float[Array, "*batch"]:
     r"""Effective rank of a matrix [..., m, n] from its SINGULAR values (Roy & Vetterli 2007):
 
         p_i = sigma_i / sum_j sigma_j,   erank = exp(S_q(p))   (q = 1 in the paper)
@@ -176,13 +205,13 @@ def effective_rank(matrix, *, order: float = 1.0, eps: float | None = None) -> j
 
 
 def von_neumann_entropy(
-    features,
+    features: Float[ArrayLike, "*batch n d"],
     *,
     order: float = 1.0,
     normalize: bool = True,
-    where=None,
+    where: Bool[ArrayLike, "*#batch n"] | None = None,
     eps: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*batch"]:
     r"""Von Neumann entropy of a representation (VNE; Kim et al., CVPR 2023).
 
         Z = rows of ``features`` scaled to unit norm,   rho = Z^T Z / N  (d x d, trace 1),
@@ -211,14 +240,14 @@ def von_neumann_entropy(
 
 
 def log_vendi_score(
-    features,
+    features: Float[ArrayLike, "*batch n d"],
     *,
     order: float = 1.0,
     kernel: Callable | None = None,
-    weights=None,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
     normalize: bool = True,
     eps: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*batch"]:
     r"""log VS_q: the Renyi entropy of order q of the similarity matrix's normalized spectrum.
 
     See `vendi_score`; the log is the scale to optimize (its gradient is the one Vendi sampling
@@ -242,14 +271,14 @@ def log_vendi_score(
 
 
 def vendi_score(
-    features,
+    features: Float[ArrayLike, "*batch n d"],
     *,
     order: float = 1.0,
     kernel: Callable | None = None,
-    weights=None,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
     normalize: bool = True,
     eps: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*batch"]:
     r"""Vendi score of order q of a set of samples (Friedman & Dieng 2023; Pasarkar & Dieng 2024).
 
         K_ij = k(x_i, x_j) with k(x, x) = 1,   lambda = eig(K / n),
@@ -280,20 +309,29 @@ def vendi_score(
 
 
 def log_vendi_score_from_kernel(
-    kernel_matrix, *, order: float = 1.0, weights=None, eps: float | None = None
-) -> jax.Array:
+    kernel_matrix: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
+    eps: float | None = None,
+) -> Float[Array, "*batch"]:
     """log VS_q from a similarity matrix [..., n, n]; see `vendi_score_from_kernel`."""
     k = _matrix(kernel_matrix, "kernel_matrix")
     if weights is not None:
         w = _row_weights(weights, None, k.shape[:-1], k.dtype)
+        assert w is not None  # weights were given
         kept = w > 0  # entries of left-out samples may hold anything (NaN): dropped first
         k = jnp.where(kept[..., :, None] & kept[..., None, :], k, 0.0) * _masked.weight_outer(w)
     return matrix_entropy(k, order=order, eps=eps)
 
 
 def vendi_score_from_kernel(
-    kernel_matrix, *, order: float = 1.0, weights=None, eps: float | None = None
-) -> jax.Array:
+    kernel_matrix: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
+    eps: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Vendi score of order q from a PSD similarity matrix K [..., n, n] with unit diagonal:
     exp(S_q) of the eigenvalues of K / n, or of K o sqrt(p) sqrt(p)^T with sample ``weights``
     p (normalized to sum one). Equivalent to `vendi_score` with the kernel that built K; order
@@ -336,15 +374,15 @@ def _dse_args(features, sigma, t, eps):
 
 
 def diffusion_spectral_entropy(
-    features,
+    features: Float[ArrayLike, "n d"],
     *,
     sigma: float = 10.0,
     t: float = 1,
     drop_trivial: bool = False,
     base: float | None = 2.0,
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     eps: float | None = None,
-) -> jax.Array:
+) -> Scalar:
     r"""Diffusion spectral entropy (DSE; Liao, Liu et al. 2023) of a point cloud [N, d].
 
         G_ij = exp(-||z_i - z_j||^2 / (2 sigma^2)),   D = diag(G 1),   K = D^-1/2 G D^-1/2,
@@ -374,9 +412,9 @@ def diffusion_spectral_entropy(
 
 
 def diffusion_spectral_mutual_information(
-    key,
-    features,
-    labels,
+    key: PRNGKeyArray,
+    features: Float[ArrayLike, "n d"],
+    labels: Integer[ArrayLike, " n"],
     *,
     num_classes: int,
     repetitions: int = 5,
@@ -384,9 +422,9 @@ def diffusion_spectral_mutual_information(
     t: float = 1,
     drop_trivial: bool = False,
     base: float | None = 2.0,
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     eps: float | None = None,
-) -> jax.Array:
+) -> Scalar:
     r"""Diffusion spectral mutual information between a point cloud and its labels (DSMI).
 
         DSMI(Z; Y) = sum_c p(c) [ mean_r DSE(Z_{R_c,r}) - DSE(Z | Y = c) ]
@@ -440,15 +478,15 @@ def diffusion_spectral_mutual_information(
 
 
 def stochastic_spectral_entropy(
-    key,
-    matvec: Callable[[jax.Array], jax.Array],
+    key: PRNGKeyArray,
+    matvec: Callable[[Float[Array, " n"]], Float[Array, " n"]],
     size: int,
     *,
     order: float = 1.0,
     num_probes: int = 32,
     num_steps: int = 32,
-    base=None,
-) -> tuple[jax.Array, jax.Array]:
+    base: float | None = None,
+) -> tuple[Scalar, Scalar]:
     r"""Matrix-free estimate of S_q(A / tr A) for a PSD operator A given only v -> A v.
 
     Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017): for each of ``num_probes``

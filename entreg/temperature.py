@@ -10,9 +10,17 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, Scalar
 
 
-def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = -1):
+def token_log_probs(
+    logits: Float[ArrayLike, "*batch v"],
+    tokens: Integer[ArrayLike, "*batch"],
+    *,
+    temperature: float | Float[ArrayLike, "*#batch"] = 1.0,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+    axis: int = -1,
+) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     r"""log pi_tau(y_t) and H(pi_tau) at each position, pi_tau = softmax(logits / tau).
 
     The policy-gradient inputs of RL fine-tuning: both come from the same tempered distribution
@@ -56,15 +64,15 @@ def token_log_probs(logits, tokens, *, temperature=1.0, where=None, axis: int = 
 
 
 def solve_temperature(
-    logits,
-    target_entropy,
+    logits: Float[ArrayLike, "*batch v"],
+    target_entropy: float | Float[ArrayLike, ""],
     *,
-    mask=None,
-    where=None,
+    mask: Bool[ArrayLike, "*#batch"] | None = None,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
     axis: int = -1,
     bounds: tuple[float, float] = (1e-2, 1e2),
     iters: int = 60,
-):
+) -> tuple[Scalar, Scalar]:
     r"""The sampling temperature tau at which mean_rows H(softmax(logits / tau)) = target.
 
     Each row's entropy is non-decreasing in tau (0 as tau -> 0 for a unique argmax, log K as

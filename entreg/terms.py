@@ -61,14 +61,14 @@ class BandState(NamedTuple):
     """State of `band_penalty`: the running reference and the number of updates."""
 
     reference: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, kept for the API
 
 
 class EmaState(NamedTuple):
     """State of `ema_metric`: the debiased running mean and the number of updates."""
 
     mean: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, kept for the API
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _fixed_sign_term(name: str, measure: Measure, weight: Weight, sign: float) -
     return LossTerm(name, init=lambda: (), apply=apply)
 
 
-def weighted(w: jax.Array, x: jax.Array) -> jax.Array:
+def weighted(w: jax.typing.ArrayLike, x: jax.Array) -> jax.Array:
     """w * x, and exactly 0 where w = 0: a switched-off term on an infinite measurement (a KL
     is +inf where supports differ) contributes 0 instead of 0 * inf = NaN."""
     return jnp.where(w == 0, 0.0, w * x)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ _GRID_NAMES = ("g0", "g1", "g2")
 
 @dataclasses.dataclass(frozen=True)
 class _Transposed:
-    ref: object
+    ref: Any  # a Pallas ref
 
 
 class Hopper:

@@ -63,7 +63,7 @@ def _forward_kernel(
     def chunk(c, carry):
         z = _logits(P, h_ref, w_ref, t0, c, nk, h_s, w_s, bar, inv_tau)
         cols, z = _columns(P, c, z, valid_vocab)
-        return fold_chunk(*carry, z, cols, labels)
+        return fold_chunk(*carry, z, cols, labels)  # type: ignore[call-arg]  # mypy miscounts *carry
 
     init = jax.tree.map(P.rows, init_state(T, jnp.float32))
     state, zy = jax.lax.fori_loop(0, nv, chunk, init)

@@ -87,7 +87,7 @@ def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
 
     def step(carry, i):
         z, cols, _, _ = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset)
-        return fold_chunk(*carry, z, cols, labels), None
+        return fold_chunk(*carry, z, cols, labels), None  # type: ignore[call-arg]  # mypy miscounts *carry
 
     return jax.lax.scan(step, init, jnp.arange(-(-weight.shape[1] // chunk)))[0]
 

@@ -6,9 +6,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 
 from entreg import _checks
+from entreg._typing import ArrayLike, Bool, Float, Integer, Scalar
 from entreg.mi_bounds import infonce_bound
 
 from . import _infonce_xla
@@ -64,19 +64,19 @@ def _one_direction(anchors, cands, tau, labels, exclude, va, vc, block, axis_nam
 
 
 def infonce_from_embeddings(
-    x: ArrayLike,
-    y: ArrayLike,
+    x: Float[ArrayLike, "n e"],
+    y: Float[ArrayLike, "m e"],
     *,
-    temperature=1.0,
+    temperature: float | Float[ArrayLike, ""] = 1.0,
     direction: str = "rows",
-    labels=None,
+    labels: Integer[ArrayLike, " n"] | None = None,
     exclude_diagonal: bool = False,
-    where_x=None,
-    where_y=None,
+    where_x: Bool[ArrayLike, " n"] | None = None,
+    where_y: Bool[ArrayLike, " m"] | None = None,
     block_size: int = 512,
     axis_name: str | None = None,
     implementation: str | None = None,
-) -> jax.Array:
+) -> Scalar:
     r"""InfoNCE bound (nats) of the dot-product critic S = x y^T / tau, never forming S.
 
         rows:  mean_i [ S_{i, l_i} - log (1/K_i) sum_j e^{S_ij} ],  l_i = labels[i] (default i)
@@ -207,6 +207,8 @@ def _infonce(
     return sum(values) / len(values)
 
 
-def reference_infonce_from_embeddings(x: ArrayLike, y: ArrayLike, **kwargs) -> jax.Array:
+def reference_infonce_from_embeddings(
+    x: Float[ArrayLike, "n e"], y: Float[ArrayLike, "m e"], **kwargs
+) -> Scalar:
     """`infonce_from_embeddings` through the dense [N, M] scores and `entreg.infonce_bound`."""
     return infonce_from_embeddings(x, y, **{**kwargs, "implementation": "reference"})

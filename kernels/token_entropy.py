@@ -6,8 +6,10 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Integer
 from entreg.temperature import token_log_probs
 
 from . import _mosaic, _token_entropy_mosaic, _token_entropy_triton, _token_entropy_xla, _triton
@@ -16,8 +18,14 @@ IMPLEMENTATIONS = ("xla", "mosaic", "triton", "reference")
 
 
 def reference_log_probs_and_entropy(
-    hidden, weight, labels, *, temperature=1.0, valid_vocab=None, vocab_axis=None
-):
+    hidden: Float[ArrayLike, "*batch h"],
+    weight: Float[Array | np.ndarray, "h v"],
+    labels: Integer[ArrayLike, "*batch"],
+    *,
+    temperature: float | Float[ArrayLike, ""] = 1.0,
+    valid_vocab: int | None = None,
+    vocab_axis: str | None = None,
+) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """Unfused reference: materializes the logits (in at least float32) and reduces them; with
     ``vocab_axis`` it first assembles the whole weight on every device."""
     for name, x in (("hidden", hidden), ("weight", weight)):
@@ -41,16 +49,16 @@ def reference_log_probs_and_entropy(
 
 
 def linear_log_probs_and_entropy(
-    hidden,
-    weight,
-    labels,
+    hidden: Float[ArrayLike, "*batch h"],
+    weight: Float[ArrayLike, "h v"],
+    labels: Integer[ArrayLike, "*batch"],
     *,
-    temperature=1.0,
+    temperature: float | Float[ArrayLike, ""] = 1.0,
     valid_vocab: int | None = None,
     chunk_size: int = 2048,
     vocab_axis: str | None = None,
     implementation: str | None = None,
-):
+) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     r"""log pi(y) and H(pi) per token for pi = softmax(hidden @ weight / temperature), fused.
 
         z = h W / tau,   log pi(y) = z_y - logsumexp(z),   H = logsumexp(z) - E_pi[z]

@@ -11,7 +11,9 @@ from entreg import _checks
 from entreg.aggregation import aggregate
 
 
-def policy_inputs(log_prob, old_log_prob, advantages, mask):
+def policy_inputs(
+    log_prob, old_log_prob, advantages, mask
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Validates the four [..., T] inputs every policy loss takes; returns them upcast, with 0
     in the masked slots (padding may hold NaN or the -inf log-probs of excluded tokens, which
     must reach neither values nor gradients), and the boolean mask."""
@@ -23,7 +25,8 @@ def policy_inputs(log_prob, old_log_prob, advantages, mask):
     _checks.same_shape(log_prob, old_log_prob, "log_prob", "old_log_prob")
     _checks.same_shape(log_prob, advantages, "log_prob", "advantages")
     valid = _checks.token_mask(mask, log_prob.shape, "log_prob")
-    return (*(jnp.where(valid, x, 0.0) for x in (log_prob, old_log_prob, advantages)), valid)
+    lp, old, adv = (jnp.where(valid, x, 0.0) for x in (log_prob, old_log_prob, advantages))
+    return lp, old, adv, valid
 
 
 def optional_tokens(x, name: str, valid: jax.Array) -> jax.Array:

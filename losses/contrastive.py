@@ -259,7 +259,9 @@ def effective_entropy_bonus(
             valid = _checks.broadcast_bool(signals[where], x.shape[:-1], "where", "features rows")
         x = jnp.where(valid[..., None], x, 0.0)  # padding may hold garbage
         if estimator == "vmf_kde":
-            return jnp.mean(vmf_kde_entropy(x, kappa=kappa, where=valid)), 0.0, {}
+            # kappa is a float here (set above for estimator='vmf_kde')
+            h = vmf_kde_entropy(x, kappa=kappa, where=valid)  # type: ignore[arg-type]
+            return jnp.mean(h), 0.0, {}
         u = jax.nn.sigmoid(x)
         value = jnp.mean(m_spacing_entropy(u, where=valid))
         if not c:

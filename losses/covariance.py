@@ -14,13 +14,20 @@ import jax.numpy as jnp
 
 from entreg import _checks
 from entreg._masked import abs_zero_grad
+from entreg._typing import Array, ArrayLike, AxisName, Float, PRNGKeyArray, Shaped
 from entreg.aggregation import psum
 
 from . import _tokens
 from .ppo import clip_params, surrogate
 
 
-def token_covariance(log_prob, advantages, mask, *, axis_name=None) -> jax.Array:
+def token_covariance(
+    log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    *,
+    axis_name: AxisName | None = None,
+) -> Float[Array, "*batch t"]:
     r"""Per-token covariance estimate cov_i = (A_i - mean(A)) (log pi_i - mean(log pi)).
 
     Means run over the valid tokens. The centering scope is explicit: by default over this
@@ -61,19 +68,19 @@ def _band(cov_bounds) -> tuple[float, float]:
 
 
 def clip_cov_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
-    key,
+    key: PRNGKeyArray,
     ratio: float = 2e-4,
     cov_bounds: tuple[float, float] = (1.0, 5.0),
     eps_low: float = 1.0,
     eps_high: float | None = None,
     log_ratio_clip: float | None = 20.0,
-    axis_name=None,
-):
+    axis_name: AxisName | None = None,
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""Clip-Cov per-token loss (Cui et al. 2025, Eq. 11; verl ``compute_policy_loss_clip_cov``).
 
     1. rho = exp(d), d = log_prob - old_log_prob; L1 = -A rho, L2 = -A clip(rho, 1-eps_low,
@@ -131,16 +138,16 @@ def clip_cov_loss(
 
 
 def kl_cov_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
     ratio: float = 2e-3,
     beta: float = 1.0,
     log_ratio_clip: float | None = 20.0,
-    axis_name=None,
-):
+    axis_name: AxisName | None = None,
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""KL-Cov per-token loss (Cui et al. 2025, Eq. 12; verl ``compute_policy_loss_kl_cov``).
 
     With d = log_prob - old_log_prob and rho = exp(d)::

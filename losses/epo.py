@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, Real, Shaped
 from entreg.aggregation import MODES, aggregate
 from entreg.terms import LossTerm, TermResult
 
@@ -27,7 +28,8 @@ class EpoState(NamedTuple):
     occurred."""
 
     reference: jax.Array  # [num_turns] running mean of each turn's mean token entropy
-    count: jax.Array  # [num_turns] int32, RL steps in which the turn occurred
+    # [num_turns] int32, RL steps in which the turn occurred (a field named like tuple.count)
+    count: jax.Array  # type: ignore[assignment]
 
 
 def epo_init(num_turns: int) -> EpoState:
@@ -36,7 +38,9 @@ def epo_init(num_turns: int) -> EpoState:
     return EpoState(jnp.zeros((num_turns,), jnp.float32), jnp.zeros((num_turns,), jnp.int32))
 
 
-def epo_phase_weight(epoch, total_epochs: int = 150) -> jax.Array:
+def epo_phase_weight(
+    epoch: float | Real[ArrayLike, "*shape"], total_epochs: int = 150
+) -> Float[Array, "*shape"]:
     r"""EPO's schedule beta(k) of the corridor penalty over ``total_epochs`` = K (150 in the paper).
 
     With p the progress within the current half of training: first half beta = 1 - 0.2 (1 -
@@ -69,7 +73,12 @@ def _turns(entropy, mask, turn_ids, num_turns):
     return h, valid, ids
 
 
-def turn_entropy(entropy, mask, turn_ids, num_turns: int):
+def turn_entropy(
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
+    num_turns: int,
+) -> tuple[Float[Array, " turns"], Bool[Array, " turns"]]:
     """(mean token entropy of each turn over the batch [J], whether the turn occurred [J])."""
     num_turns = _checks.positive_int(num_turns, "num_turns")
     h, valid, ids = _turns(entropy, mask, turn_ids, num_turns)
@@ -79,7 +88,12 @@ def turn_entropy(entropy, mask, turn_ids, num_turns: int):
     return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), 0.0), counts > 0
 
 
-def epo_update(state: EpoState, entropy, mask, turn_ids) -> EpoState:
+def epo_update(
+    state: EpoState,
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
+) -> EpoState:
     """Adds this step's per-turn mean entropies to the running references (no gradient)."""
     means, present = turn_entropy(
         jax.lax.stop_gradient(entropy), mask, turn_ids, state.reference.shape[0]
@@ -90,15 +104,15 @@ def epo_update(state: EpoState, entropy, mask, turn_ids) -> EpoState:
 
 
 def epo_penalty(
-    entropy,
-    mask,
-    turn_ids,
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     state: EpoState,
     *,
     kappa_low: float = 0.0,
     kappa_high: float = 2.0,
     squared: bool = False,
-) -> jax.Array:
+) -> Float[Array, "*batch t"]:
     r"""Per-token corridor penalty [kappa_l Href_j - H_t]_+ + [H_t - kappa_r Href_j]_+.
 
     j is the token's turn (``turn_ids`` in [0, num_turns); out-of-range ids are clipped) and
@@ -125,19 +139,19 @@ def epo_penalty(
 
 
 def epo_loss(
-    entropy,
-    mask,
-    turn_ids,
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     state: EpoState,
     *,
-    epoch,
+    epoch: float | Real[ArrayLike, ""],
     entropy_coef: float = ENTROPY_COEF,
     smooth_coef: float = 1.0,
     total_epochs: int = 150,
     kappa_low: float = 0.0,
     kappa_high: float = 2.0,
     squared: bool = False,
-):
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""EPO's entropy part per token: -c_H (H_t - c_s beta(k) penalty_t).
 
     Add it to the PPO per-token loss (or aggregate it separately; every mode is linear).

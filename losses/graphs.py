@@ -18,21 +18,23 @@ from a network's output.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Integer, PRNGKeyArray
 
 
-def _tokens(x, name: str, dim: int):
+def _tokens(x, name: str, dim: int) -> jax.Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"`{name}` must be an integer token array, got dtype {x.dtype}.")
     return _checks.index_range(x, name, dim)
 
 
-def _sigma(sigma, shape):
+def _sigma(sigma, shape) -> jax.Array:
     s = _checks.float_array(sigma, "sigma")
     try:
         return jnp.broadcast_to(s, jnp.broadcast_shapes(s.shape, shape))
@@ -43,7 +45,7 @@ def _sigma(sigma, shape):
         ) from None
 
 
-def _log_score(log_score, shape, dim):
+def _log_score(log_score, shape, dim) -> jax.Array:
     s = _checks.float_array(log_score, "log_score")
     if s.shape[-1:] != (dim,) or s.shape[:-1] != tuple(shape):
         raise ValueError(
@@ -80,7 +82,16 @@ class _Graph:
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
             raise ValueError(f"`num_tokens` must be an int >= 2, got {n!r}.")
 
-    def reverse_rate(self, log_score, xt) -> jax.Array:
+    if TYPE_CHECKING:  # provided by each graph
+
+        @property
+        def dim(self) -> int: ...
+
+        def rate_weights(self, xt) -> jax.Array: ...
+
+    def reverse_rate(
+        self, log_score: Float[ArrayLike, "*shape dim"], xt: Integer[ArrayLike, "*shape"]
+    ) -> Float[Array, "*shape dim"]:
         """Reverse rates R(x_t -> y) = Q(x_t, y) s_y off the diagonal, minus their sum on it."""
         xt = _tokens(xt, "xt", self.dim)
         rate = self.rate_weights(xt) * jnp.exp(_log_score(log_score, xt.shape, self.dim))
@@ -104,7 +115,9 @@ class AbsorbingGraph(_Graph):
     def mask_id(self) -> int:
         return self.num_tokens
 
-    def transition(self, x0, sigma) -> jax.Array:
+    def transition(
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape dim"]:
         """p_t(y | x_0) [..., dim]."""
         x0 = _tokens(x0, "x0", self.dim)
         sigma = _sigma(sigma, x0.shape)[..., None]
@@ -113,19 +126,29 @@ class AbsorbingGraph(_Graph):
             jnp.full_like(x0, self.mask_id), self.dim, sigma.dtype
         )
 
-    def sample_transition(self, key, x0, sigma) -> jax.Array:
+    def sample_transition(
+        self,
+        key: PRNGKeyArray,
+        x0: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Integer[Array, "*shape"]:
         """Draws x_t ~ p_t(. | x_0)."""
         x0 = _tokens(x0, "x0", self.dim)
         masked = jax.random.bernoulli(key, -jnp.expm1(-_sigma(sigma, x0.shape)))
         return jnp.where(masked, self.mask_id, x0)
 
-    def rate_weights(self, xt) -> jax.Array:
+    def rate_weights(self, xt: Integer[ArrayLike, "*shape"]) -> Float[Array, "*shape dim"]:
         """Q(x_t, y) for y != x_t (rate from y into x_t), [..., dim]."""
         xt = _tokens(xt, "xt", self.dim)
         real = jnp.arange(self.dim) < self.num_tokens
         return jnp.where((xt == self.mask_id)[..., None] & real, 1.0, 0.0)
 
-    def ratios(self, x0, xt, sigma) -> jax.Array:
+    def ratios(
+        self,
+        x0: Integer[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Float[Array, "*shape dim"]:
         """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) where the rate is non-zero, else 0."""
         x0, xt = _tokens(x0, "x0", self.dim), _tokens(xt, "xt", self.dim)
         sigma = _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape))
@@ -136,7 +159,13 @@ class AbsorbingGraph(_Graph):
         r = jnp.where(live, _inv_expm1(jnp.where(live, sigma, 1.0)), impossible)
         return jnp.where(_one_hot(x0, self.dim, bool), r[..., None], 0.0)
 
-    def score_entropy(self, log_score, xt, x0, sigma) -> jax.Array:
+    def score_entropy(
+        self,
+        log_score: Float[ArrayLike, "*shape dim"],
+        xt: Integer[ArrayLike, "*shape"],
+        x0: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Float[Array, "*shape"]:
         r"""Per-position denoising score entropy sum_y Q(x_t, y) f(s_y; r_y) [...] (closed form).
 
         Masked position: sum_{y real} e^{s_y} - r s_{x_0} + r (log r - 1), r = 1 / expm1(sigma);
@@ -157,7 +186,12 @@ class AbsorbingGraph(_Graph):
         value = jnp.where(live, pos - neg + r * (log_r - 1.0), 0.0)
         return jnp.where(masked & ~live, jnp.inf, value)
 
-    def log_score(self, output, xt, sigma) -> jax.Array:
+    def log_score(
+        self,
+        output: Float[ArrayLike, "*shape dim"],
+        xt: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Float[Array, "*shape dim"]:
         """The paper's parameterization: output - log expm1(sigma) - log N, entry x_t set to 0.
 
         Subtracting log(expm1(sigma) N) makes the total ratio mass right at initialization (a
@@ -170,7 +204,9 @@ class AbsorbingGraph(_Graph):
         out = out - (_log_expm1(sigma) + jnp.log(float(self.num_tokens)))[..., None]
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, out)
 
-    def staggered_score(self, score, dsigma) -> jax.Array:
+    def staggered_score(
+        self, score: Float[ArrayLike, "*shape dim"], dsigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape dim"]:
         """exp(-dsigma Q) applied to the score vector: e^{dsigma} s, plus (1 - e^{dsigma}) sum s
         on the MASK entry."""
         score = _checks.float_array(score, "score")
@@ -181,7 +217,9 @@ class AbsorbingGraph(_Graph):
         real = jnp.sum(jnp.where(mask, 0.0, score), -1, keepdims=True)
         return jnp.where(mask, score - jnp.expm1(d) * real, jnp.exp(d) * score)
 
-    def transp_transition(self, xt, dsigma) -> jax.Array:
+    def transp_transition(
+        self, xt: Integer[ArrayLike, "*shape"], dsigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape dim"]:
         """Row x_t of exp(dsigma Q): e^{-dsigma} at y = x_t, plus 1 - e^{-dsigma} everywhere when
         x_t is MASK."""
         xt = _tokens(xt, "xt", self.dim)
@@ -189,14 +227,18 @@ class AbsorbingGraph(_Graph):
         spread = jnp.where((xt == self.mask_id)[..., None], -jnp.expm1(-d), 0.0)
         return jnp.exp(-d) * _one_hot(xt, self.dim, d.dtype) + spread
 
-    def sample_prior(self, key, shape, sigma) -> jax.Array:
+    def sample_prior(
+        self, key: PRNGKeyArray, shape: tuple[int, ...], sigma: Float[ArrayLike, "*#shape"]
+    ) -> Integer[Array, "*shape"]:
         """x_T from the base distribution pi = p_T of a uniform x_0: MASK with probability
         1 - e^{-sigma}, else a uniform real token (so `prior_kl` is finite)."""
         k1, k2 = jax.random.split(key)
         keep = jax.random.bernoulli(k1, jnp.exp(-jnp.asarray(sigma, jnp.float32)), shape)
         return jnp.where(keep, jax.random.randint(k2, shape, 0, self.num_tokens), self.mask_id)
 
-    def prior_kl(self, x0, sigma) -> jax.Array:
+    def prior_kl(
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape"]:
         """KL(p_T(. | x_0) || pi) per position = e^{-sigma} log N."""
         x0 = _tokens(x0, "x0", self.dim)
         return jnp.exp(-_sigma(sigma, x0.shape)) * jnp.log(float(self.num_tokens))
@@ -217,26 +259,38 @@ class UniformGraph(_Graph):
     def dim(self) -> int:
         return self.num_tokens
 
-    def transition(self, x0, sigma) -> jax.Array:
+    def transition(
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape dim"]:
         """p_t(y | x_0) = e^{-sigma} [y = x_0] + (1 - e^{-sigma}) / N, shape [..., dim]."""
         x0 = _tokens(x0, "x0", self.dim)
         sigma = _sigma(sigma, x0.shape)[..., None]
         moved = -jnp.expm1(-sigma) / self.num_tokens
         return jnp.exp(-sigma) * _one_hot(x0, self.dim, sigma.dtype) + moved
 
-    def sample_transition(self, key, x0, sigma) -> jax.Array:
+    def sample_transition(
+        self,
+        key: PRNGKeyArray,
+        x0: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Integer[Array, "*shape"]:
         """Draws x_t ~ p_t(. | x_0): redrawn uniformly with probability 1 - e^{-sigma}."""
         x0 = _tokens(x0, "x0", self.dim)
         k1, k2 = jax.random.split(key)
         moved = jax.random.bernoulli(k1, -jnp.expm1(-_sigma(sigma, x0.shape)))
         return jnp.where(moved, jax.random.randint(k2, x0.shape, 0, self.num_tokens), x0)
 
-    def rate_weights(self, xt) -> jax.Array:
+    def rate_weights(self, xt: Integer[ArrayLike, "*shape"]) -> Float[Array, "*shape dim"]:
         """Q(x_t, y) = 1 / N for y != x_t, 0 at y = x_t, [..., dim]."""
         xt = _tokens(xt, "xt", self.dim)
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, 1.0 / self.num_tokens)
 
-    def ratios(self, x0, xt, sigma) -> jax.Array:
+    def ratios(
+        self,
+        x0: Integer[ArrayLike, "*shape"],
+        xt: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Float[Array, "*shape dim"]:
         """Conditional ratios p_t(y | x_0) / p_t(x_t | x_0) for y != x_t, 0 at y = x_t."""
         x0, xt = _tokens(x0, "x0", self.dim), _tokens(xt, "xt", self.dim)
         p = self.transition(x0, _sigma(sigma, jnp.broadcast_shapes(x0.shape, xt.shape)))
@@ -247,7 +301,13 @@ class UniformGraph(_Graph):
         r = jnp.where(possible, p / jnp.where(possible, p_xt, 1.0), jnp.where(p > 0, jnp.inf, 0.0))
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, r)
 
-    def score_entropy(self, log_score, xt, x0, sigma) -> jax.Array:
+    def score_entropy(
+        self,
+        log_score: Float[ArrayLike, "*shape dim"],
+        xt: Integer[ArrayLike, "*shape"],
+        x0: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Float[Array, "*shape"]:
         """Per-position denoising score entropy (closed form, see the class docstring)."""
         xt, x0 = _tokens(xt, "xt", self.dim), _tokens(x0, "x0", self.dim)
         shape = jnp.broadcast_shapes(xt.shape, x0.shape)
@@ -272,13 +332,20 @@ class UniformGraph(_Graph):
         moved = mean_exp - s_a * inv_e - mean_s + (k_inv - (n - 2.0)) / n
         return jnp.where(stayed, same, moved)
 
-    def log_score(self, output, xt, sigma) -> jax.Array:
+    def log_score(
+        self,
+        output: Float[ArrayLike, "*shape dim"],
+        xt: Integer[ArrayLike, "*shape"],
+        sigma: Float[ArrayLike, "*#shape"],
+    ) -> Float[Array, "*shape dim"]:
         """The network's output as log-scores, the current token's entry set to 0 (ratio 1)."""
         xt = _tokens(xt, "xt", self.dim)
         out = _log_score(output, xt.shape, self.dim)
         return jnp.where(_one_hot(xt, self.dim, bool), 0.0, out)
 
-    def staggered_score(self, score, dsigma) -> jax.Array:
+    def staggered_score(
+        self, score: Float[ArrayLike, "*shape dim"], dsigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape dim"]:
         """exp(-dsigma Q) s = e^{dsigma} s + (1 - e^{dsigma}) / N sum s."""
         score = _checks.float_array(score, "score")
         d = _sigma(dsigma, score.shape[:-1])[..., None]
@@ -286,16 +353,22 @@ class UniformGraph(_Graph):
             score, -1, keepdims=True
         )
 
-    def transp_transition(self, xt, dsigma) -> jax.Array:
+    def transp_transition(
+        self, xt: Integer[ArrayLike, "*shape"], dsigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape dim"]:
         """Row x_t of exp(dsigma Q)."""
         return self.transition(_tokens(xt, "xt", self.dim), dsigma)
 
-    def sample_prior(self, key, shape, sigma) -> jax.Array:
+    def sample_prior(
+        self, key: PRNGKeyArray, shape: tuple[int, ...], sigma: Float[ArrayLike, "*#shape"]
+    ) -> Integer[Array, "*shape"]:
         """Uniform tokens (the limit of the forward process, and its marginal for uniform x_0)."""
         del sigma
         return jax.random.randint(key, shape, 0, self.num_tokens)
 
-    def prior_kl(self, x0, sigma) -> jax.Array:
+    def prior_kl(
+        self, x0: Integer[ArrayLike, "*shape"], sigma: Float[ArrayLike, "*#shape"]
+    ) -> Float[Array, "*shape"]:
         """KL(p_T(. | x_0) || uniform) per position."""
         x0 = _tokens(x0, "x0", self.dim)
         sigma = _sigma(sigma, x0.shape)

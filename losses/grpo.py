@@ -5,9 +5,16 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 
-def grpo_advantages(rewards, *, where=None, scale_by_std: bool = True, eps: float = 1e-6):
+def grpo_advantages(
+    rewards: Float[ArrayLike, "*batch g"],
+    *,
+    where: Bool[ArrayLike, "*#batch g"] | None = None,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+) -> Float[Array, "*batch g"]:
     r"""Outcome advantages normalized within each group of responses to the same prompt.
 
     The group is the last axis: ``rewards`` [..., G] holds G sampled responses per prompt::

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Shaped
 from entreg.estimators import kl_estimate
 
 from . import _tokens
@@ -27,23 +28,23 @@ def surrogate(advantages, rho, eps_low: float, eps_high: float):
 
 
 def ppo_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
     eps_low: float = 0.2,
     eps_high: float | None = None,
     dual_clip: float | None = 3.0,
     log_ratio_clip: float | None = 20.0,
-    token_weights=None,
-    entropy=None,
+    token_weights: Float[ArrayLike, "*#batch t"] | None = None,
+    entropy: Float[ArrayLike, "*batch t"] | None = None,
     entropy_coef: float = 0.0,
-    ref_log_prob=None,
+    ref_log_prob: Float[ArrayLike, "*batch t"] | None = None,
     kl_coef: float = 0.0,
     kl_kind: str = "k3",
     kl_value_clip: float | None = None,
-):
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""Per-token PPO loss with dual clip (Schulman et al. 2017; Ye et al. 2020; verl semantics).
 
     With d = clip(log_prob - old_log_prob, -c, c) (``log_ratio_clip`` c = 20), rho = exp(d)::

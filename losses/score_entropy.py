@@ -18,14 +18,16 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, PRNGKeyArray
 from entreg.terms import LossTerm, TermResult, Weight, weight_fn
 
 from .graphs import AbsorbingGraph, UniformGraph
+from .noise import GeometricNoise, LogLinearNoise
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _sequences(x0, mask):
+def _sequences(x0, mask) -> tuple[jax.Array, jax.Array]:
     x0 = jnp.asarray(x0)
     if not jnp.issubdtype(x0.dtype, jnp.integer) or x0.ndim < 1:
         raise TypeError(f"`x0` must be integer tokens [..., L], got {x0.dtype} {x0.shape}.")
@@ -36,14 +38,23 @@ def _sequences(x0, mask):
     return jnp.where(valid, x0, 0), valid
 
 
-def _per_sequence(values, name, batch_shape):
+def _per_sequence(values, name, batch_shape) -> jax.Array:
     v = _checks.float_array(values, name)
     if v.shape != batch_shape:
         raise ValueError(f"`{name}` must hold one value per sequence {batch_shape}, got {v.shape}.")
     return v
 
 
-def denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, *, mask=None) -> jax.Array:
+def denoising_score_entropy(
+    graph: AbsorbingGraph | UniformGraph,
+    log_score: Float[ArrayLike, "*batch l dim"],
+    xt: Integer[ArrayLike, "*batch l"],
+    x0: Integer[ArrayLike, "*batch l"],
+    sigma: Float[ArrayLike, "*#batch"],
+    rate: Float[ArrayLike, "*#batch"],
+    *,
+    mask: Bool[ArrayLike, "*#batch l"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Diffusion-weighted denoising score entropy per sequence: rate * sum_i l_i, shape [...].
 
     Args:
@@ -66,7 +77,7 @@ def denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, *, mask=None)
     return rate * jnp.sum(jnp.where(valid, per_token, 0.0), axis=-1)
 
 
-def _batch(x0, mask):
+def _batch(x0, mask) -> tuple[jax.Array, jax.Array]:
     x0, valid = _sequences(x0, mask)
     if x0.ndim != 2:
         raise ValueError(f"`x0` must be [batch, length], got {x0.shape}.")
@@ -89,16 +100,16 @@ def _stratified_times(key, n, lo):
 
 
 def sedd_loss(
-    key,
+    key: PRNGKeyArray,
     model_fn: ModelFn,
-    x0,
-    graph,
-    noise,
+    x0: Integer[ArrayLike, "b l"],
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     *,
-    mask=None,
+    mask: Bool[ArrayLike, "b l"] | None = None,
     sampling_eps: float = 1e-3,
     stratified: bool = True,
-) -> jax.Array:
+) -> Float[Array, " b"]:
     r"""One Monte-Carlo draw of the SEDD training loss per sequence [B] (nats).
 
     Draws t in [sampling_eps, 1] (stratified across the batch by default, which lowers the
@@ -121,8 +132,15 @@ def sedd_loss(
 
 
 def sedd_elbo(
-    key, model_fn: ModelFn, x0, graph, noise, *, num_times: int = 32, mask=None
-) -> jax.Array:
+    key: PRNGKeyArray,
+    model_fn: ModelFn,
+    x0: Integer[ArrayLike, "b l"],
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
+    *,
+    num_times: int = 32,
+    mask: Bool[ArrayLike, "b l"] | None = None,
+) -> Float[Array, " b"]:
     r"""Upper bound on -log p(x_0) in nats per sequence [B], for bits per token divide by L log 2.
 
         bound = E_{t ~ U[0, 1]} [sigma'(t) sum_i l_i(x_t)] + sum_i KL(p_1(. | x_0^i) || pi)
@@ -152,7 +170,11 @@ SCORE_ENTROPY_SIGNALS = ("log_score", "xt", "x0", "sigma", "rate")
 
 
 def score_entropy_term(
-    graph, *, name: str = "score_entropy", weight: Weight = 1.0, mask: str | None = None
+    graph: AbsorbingGraph | UniformGraph,
+    *,
+    name: str = "score_entropy",
+    weight: Weight = 1.0,
+    mask: str | None = None,
 ) -> LossTerm:
     """`denoising_score_entropy`, averaged over sequences, as an `entreg.compose` penalty.
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Scalar
 
 _GAMMA_INITS = {"spectral": None, "one": 1.0, "zero": 0.0}
 _DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
@@ -16,7 +17,7 @@ class PowerIteration(nnx.Variable):
     """Non-trainable singular-vector estimates, updated without gradient."""
 
 
-def _normalize(x, fallback):
+def _normalize(x, fallback) -> jax.Array:
     """x / ||x||, or ``fallback`` where x is (numerically) zero: a zero weight would otherwise
     zero the singular-vector estimates for good."""
     norm = jnp.linalg.norm(x)
@@ -80,7 +81,7 @@ class SigmaReparamLinear(nnx.Module):
         w = self.kernel[...].astype(jnp.float32)
         return self.u[...] @ w @ self.v[...]
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: Float[Array, "*batch din"]) -> Float[Array, "*batch dout"]:
         """x [..., in_features] -> x W_hat + b [..., out_features]; refreshes u, v first when
         ``update_stats`` (one power-iteration step, no gradient)."""
         w = self.kernel[...].astype(jnp.float32)
@@ -95,7 +96,13 @@ class SigmaReparamLinear(nnx.Module):
         return y if self.bias is None else y + self.bias[...].astype(y.dtype)
 
 
-def qk_spectral_norm(w_q, w_k, v, *, iters: int = 1):
+def qk_spectral_norm(
+    w_q: Float[ArrayLike, "dm dh"],
+    w_k: Float[ArrayLike, "dm dh"],
+    v: Float[ArrayLike, " dm"],
+    *,
+    iters: int = 1,
+) -> tuple[Scalar, Float[Array, " dm"]]:
     r"""Power iteration for ||W_Q W_K^T||_2 without forming the d x d product.
 
     With M = W_Q W_K^T (``w_q``, ``w_k``: [d_model, d_head]), each step applies M and M^T as two

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, AxisName, Float, Shaped
 
 from . import _tokens
 from .ppo import ppo_loss
@@ -29,18 +30,18 @@ def _extreme(x, largest: bool, axis_name):
 
 
 def steer_weights(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
-    entropy,
+    entropy: Float[ArrayLike, "*batch t"],
     mode: str = "linear",
     w_min: float = 0.8,
     w_max: float = 1.2,
     omega: str = "one_logit",
-    axis_name=None,
-) -> jax.Array:
+    axis_name: AxisName | None = None,
+) -> Float[Array, "*batch t"]:
     r"""Per-token STEER weights, computed without gradient.
 
     With p = clip(exp(log_prob), 1e-8, 1 - 1e-8), p_old = clip(exp(old_log_prob), 1e-8, 1) and
@@ -97,15 +98,15 @@ def steer_weights(
 
 
 def steer_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
-    entropy,
+    entropy: Float[ArrayLike, "*batch t"],
     weight_kwargs: dict | None = None,
     **ppo_kwargs,
-):
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     """STEER: the dual-clip PPO loss (`ppo_loss`) with each token scaled by `steer_weights`.
 
     ``weight_kwargs`` go to `steer_weights` (mode, w_min, w_max, omega, axis_name);
