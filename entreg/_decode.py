@@ -110,7 +110,13 @@ def per_row(x, batch: tuple[int, ...], dtype) -> jax.Array:
 def most(score: jax.Array, valid: jax.Array, count: int) -> jax.Array:
     """The ``count`` highest-scoring valid tokens along the last axis, ties included."""
     ranked = jnp.where(valid, score, -jnp.inf)
-    kth = jax.lax.top_k(ranked, min(count, score.shape[-1]))[0][..., -1:]
+    if count == 1:
+        kth = jnp.max(ranked, axis=-1, keepdims=True)
+    else:
+        # The min of the top values, not their last slice: XLA:CPU rewrites a slice of top_k
+        # into a full sort of the vocabulary (~150x slower at V = 151936).
+        top = jax.lax.top_k(ranked, min(count, score.shape[-1]))[0]
+        kth = jnp.min(top, axis=-1, keepdims=True)
     return valid & (ranked >= kth)
 
 
@@ -128,15 +134,23 @@ def run_processor(rule, logits, where, params, *, axis, options):
 
 
 def zipf_fit(x: Logits, m: int) -> jax.Array:
-    """Mirostat's s_hat from the m largest probabilities (see `entreg.decoding.zipf_exponent`)."""
+    """Mirostat's s_hat from the m largest probabilities (see `entreg.decoding.zipf_exponent`).
+
+    With a_i = log p_i, the numerator sum_{i<n} t_i (a_i - a_{i+1}) over the n <= m included
+    tokens is summed by parts as sum_i w_i a_i, w_i = [i < n] t_i - [2 <= i <= n] t_{i-1}:
+    elementwise over the top_k values, because XLA:CPU rewrites slices of top_k into a full
+    sort of the vocabulary.
+    """
     ranked = jnp.where(x.d.valid, x.d.log_p, -jnp.inf)
     top = jax.lax.top_k(ranked, min(m, ranked.shape[-1]))[0]
-    i = jnp.arange(1, top.shape[-1], dtype=top.dtype)
-    t = jnp.log1p(1.0 / i)
-    pair = jnp.isfinite(top[..., 1:])  # the larger one of the pair is then finite too
-    b = jnp.where(pair, top[..., :-1] - jnp.where(pair, top[..., 1:], 0.0), 0.0)
-    num = jnp.sum(jnp.where(pair, t * b, 0.0), axis=-1)
-    den = jnp.sum(jnp.where(pair, t * t, 0.0), axis=-1)
+    size = top.shape[-1]
+    i = jnp.arange(1, size + 1, dtype=top.dtype)  # ranks 1..m
+    t = jnp.log1p(1.0 / i)  # t_i = log((i + 1) / i); t_m is never used
+    t_prev = jnp.log1p(1.0 / jnp.maximum(i - 1.0, 1.0))  # t_{i-1}, used for i >= 2 only
+    n = jnp.sum(jnp.isfinite(top), axis=-1, keepdims=True).astype(top.dtype)
+    w = jnp.where(i < n, t, 0.0) - jnp.where((i >= 2) & (i <= n), t_prev, 0.0)
+    num = jnp.sum(jnp.where(i <= n, w * jnp.where(i <= n, top, 0.0), 0.0), axis=-1)
+    den = jnp.sum(jnp.where(i < n, t * t, 0.0), axis=-1)
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
