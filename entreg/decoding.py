@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entreg import _checks, _decode, _masked, _threshold
 from entreg._decode import LN2, check_key, check_logits, row_param, static_int
@@ -103,7 +104,14 @@ def _keep_min(min_tokens_to_keep) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def top_k(logits, k, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1) -> jax.Array:
+def top_k(
+    logits: ArrayLike,
+    k: int | ArrayLike,
+    *,
+    min_tokens_to_keep: int = 1,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Top-k truncation: keep the tokens whose logit is >= the k-th largest logit.
 
     HuggingFace's TopKLogitsWarper rule: every token tied with the k-th value is kept (the kept
@@ -141,7 +149,14 @@ def _top_k_traced(x, k, *, keep_min):
     return x.z, _threshold.largest_threshold(x.z, jnp.ones_like(x.z), count, x.d.valid)
 
 
-def top_p(logits, p, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1) -> jax.Array:
+def top_p(
+    logits: ArrayLike,
+    p: float | ArrayLike,
+    *,
+    min_tokens_to_keep: int = 1,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Nucleus (top-p) truncation: keep the smallest most-probable set whose mass reaches p.
 
     Token x is kept iff the tokens strictly more probable than x hold less than p of the mass
@@ -174,7 +189,14 @@ def _top_p(x, p, *, keep_min):
     return x.z, keep | (p >= 1)[..., None] | _decode.most(x.z, x.d.valid, keep_min)
 
 
-def typical_p(logits, p, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1) -> jax.Array:
+def typical_p(
+    logits: ArrayLike,
+    p: float | ArrayLike,
+    *,
+    min_tokens_to_keep: int = 1,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Locally typical truncation: keep the tokens whose surprise is closest to the entropy.
 
     With H = -sum p log p (nats) and the deviation d(x) = |-log p(x) - H|, keep the smallest
@@ -210,7 +232,14 @@ def _typical_p(x, p, *, keep_min):
     return x.z, keep | (p >= 1)[..., None] | _decode.most(closeness, x.d.valid, keep_min)
 
 
-def min_p(logits, p, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1) -> jax.Array:
+def min_p(
+    logits: ArrayLike,
+    p: float | ArrayLike,
+    *,
+    min_tokens_to_keep: int = 1,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Min-p truncation: keep p(x) >= p_min * max_y p(y).
 
     Evaluated as log p(x) >= log p_max + log p_min (llama.cpp's logit form; no underflow).
@@ -239,12 +268,22 @@ def min_p(logits, p, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1)
 
 def _min_p(x, p, *, keep_min):
     top = jnp.max(jnp.where(x.d.valid, x.d.log_p, -jnp.inf), axis=-1)
-    keep = x.d.log_p >= (top + jnp.log(p))[..., None]
+    return _log_p_at_least(x, top + jnp.log(p), keep_min)
+
+
+def _log_p_at_least(x, log_cut, keep_min):
+    """The threshold rules: log p(x) >= log_cut (per row), plus the keep_min most probable."""
+    keep = x.d.log_p >= log_cut[..., None]
     return x.z, keep | _decode.most(x.z, x.d.valid, keep_min)
 
 
 def epsilon_cutoff(
-    logits, epsilon, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1
+    logits: ArrayLike,
+    epsilon: float | ArrayLike,
+    *,
+    min_tokens_to_keep: int = 1,
+    where: ArrayLike | None = None,
+    axis: int = -1,
 ) -> jax.Array:
     r"""Epsilon sampling: keep p(x) >= epsilon (and the ``min_tokens_to_keep`` most probable).
 
@@ -269,12 +308,16 @@ def epsilon_cutoff(
 
 
 def _epsilon_cutoff(x, eps, *, keep_min):
-    keep = x.d.log_p >= jnp.log(eps)[..., None]
-    return x.z, keep | _decode.most(x.z, x.d.valid, keep_min)
+    return _log_p_at_least(x, jnp.log(eps), keep_min)
 
 
 def eta_cutoff(
-    logits, epsilon, *, min_tokens_to_keep: int = 1, where=None, axis: int = -1
+    logits: ArrayLike,
+    epsilon: float | ArrayLike,
+    *,
+    min_tokens_to_keep: int = 1,
+    where: ArrayLike | None = None,
+    axis: int = -1,
 ) -> jax.Array:
     r"""Eta sampling: keep p(x) >= eta with eta = min(epsilon, sqrt(epsilon) exp(-H)).
 
@@ -305,18 +348,16 @@ def eta_cutoff(
 
 def _eta_cutoff(x, eps, *, keep_min):
     h = _masked.entropy_of(x.d, -1)
-    log_eta = jnp.minimum(jnp.log(eps), 0.5 * jnp.log(eps) - h)
-    keep = x.d.log_p >= log_eta[..., None]
-    return x.z, keep | _decode.most(x.z, x.d.valid, keep_min)
+    return _log_p_at_least(x, jnp.minimum(jnp.log(eps), 0.5 * jnp.log(eps) - h), keep_min)
 
 
 def entropy_temperature(
-    logits,
-    target_entropy,
+    logits: ArrayLike,
+    target_entropy: float | ArrayLike,
     *,
     bounds: tuple[float, float] = (1e-2, 1e2),
     iters: int = 32,
-    where=None,
+    where: ArrayLike | None = None,
     axis: int = -1,
 ) -> jax.Array:
     r"""Tempers each row to a target entropy: logits / T with H(softmax(logits / T)) = H*.
@@ -354,7 +395,9 @@ def _entropy_temperature(x, target, *, bounds, iters):
     return x.z / temperature[..., None], x.d.valid
 
 
-def zipf_exponent(logits, *, m: int = 100, where=None, axis: int = -1) -> jax.Array:
+def zipf_exponent(
+    logits: ArrayLike, *, m: int = 100, where: ArrayLike | None = None, axis: int = -1
+) -> jax.Array:
     r"""Mirostat's least-squares estimate of the Zipf exponent s of each row.
 
     With p_1 >= p_2 >= ... the m largest probabilities, t_i = log((i + 1) / i) and
@@ -406,7 +449,13 @@ class StepMetrics(NamedTuple):
 
 
 def sample(
-    key, logits, *, model_logits=None, where=None, axis: int = -1, pad_token: int = 0
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    model_logits: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+    pad_token: int = 0,
 ) -> tuple[jax.Array, StepMetrics]:
     r"""Draws one token per row from softmax(logits) and reports its surprise.
 
@@ -487,7 +536,9 @@ class MirostatState(NamedTuple):
     mu: jax.Array  # [batch] the largest surprise (bits) the next step admits
 
     @classmethod
-    def initial(cls, tau, batch_shape=(), *, dtype=jnp.float32) -> MirostatState:
+    def initial(
+        cls, tau: float | ArrayLike, batch_shape: int | tuple[int, ...] = (), *, dtype=jnp.float32
+    ) -> MirostatState:
         """mu_0 = 2 tau for every row (the paper, its code and llama.cpp).
 
         Args:
@@ -589,15 +640,15 @@ def _mirostat_log2_k(mu, s_hat, n):
 
 
 def mirostat_v1(
-    key,
-    logits,
+    key: ArrayLike,
+    logits: ArrayLike,
     state: MirostatState,
-    tau,
+    tau: float | ArrayLike,
     *,
-    eta=0.1,
+    eta: float | ArrayLike = 0.1,
     m: int = 100,
     feedback: str = "model",
-    where=None,
+    where: ArrayLike | None = None,
     axis: int = -1,
     pad_token: int = 0,
 ) -> tuple[jax.Array, MirostatState, MirostatMetrics]:
@@ -649,14 +700,14 @@ def mirostat_v1(
 
 
 def mirostat_v2(
-    key,
-    logits,
+    key: ArrayLike,
+    logits: ArrayLike,
     state: MirostatState,
-    tau,
+    tau: float | ArrayLike,
     *,
-    eta=0.1,
+    eta: float | ArrayLike = 0.1,
     feedback: str = "model",
-    where=None,
+    where: ArrayLike | None = None,
     axis: int = -1,
     pad_token: int = 0,
 ) -> tuple[jax.Array, MirostatState, MirostatMetrics]:
@@ -720,17 +771,17 @@ def _select_rows(active: jax.Array, new, old):
 
 
 def generate(
-    key,
+    key: ArrayLike,
     step_fn: StepFn,
-    carry,
-    tokens,
+    carry: Any,
+    tokens: ArrayLike,
     num_steps: int,
     *,
     sampler: Sampler,
-    state=None,
+    state: Any = None,
     eos_token: int | None = None,
     pad_token: int = 0,
-    row_ids=None,
+    row_ids: ArrayLike | None = None,
 ) -> Generation:
     r"""Autoregressive generation: a `jax.lax.scan` of ``step_fn`` and ``sampler``.
 
@@ -832,7 +883,7 @@ class SwitchState(NamedTuple):
     large: jax.Array  # [B] bool: the large model generates the next token
 
     @classmethod
-    def initial(cls, batch_shape, window: int = 5) -> SwitchState:
+    def initial(cls, batch_shape: int | tuple[int, ...], window: int = 5) -> SwitchState:
         """An empty window with every row on the small model.
 
         Args:
@@ -855,7 +906,7 @@ class SwitchMetrics(NamedTuple):
 
 
 def entropy_switch(
-    small_step: StepFn, large_step: StepFn, threshold, *, min_dwell: int = 1
+    small_step: StepFn, large_step: StepFn, threshold: float | ArrayLike, *, min_dwell: int = 1
 ) -> StepFn:
     r"""Entropy Adaptive Decoding (Simonds 2025): switch models on the rolling entropy.
 
