@@ -13,6 +13,7 @@ Mirostat tests share two jitted steppers.
 """
 
 import math
+import re
 from functools import partial
 
 import decoding_oracles as oracle
@@ -260,6 +261,44 @@ def test_vmap_equals_batched_call():
     outs = jax.jit(lambda z: [(f(z), jax.vmap(f)(z)) for f in fns])(z)
     for batched, mapped in outs:
         np.testing.assert_array_equal(batched, mapped)
+
+
+def test_vocabulary_150k_batch_8_compiles_without_sort_or_large_temporaries():
+    """Qwen's padded head, [8, 151936] float32: every processor and sampler in one function,
+    compiled (not run), has no sort op (lax.top_k stays a TopK) and needs at most 16 [B, V]
+    float32 buffers of temporary memory (measured: ~11 per function and ~11 for all of them,
+    buffers being reused); a [B, V, V] temporary would be V times one buffer, a sort of the
+    vocabulary adds sort ops. Times: experiments/bench_decoding.py."""
+    batch, vocab = 8, 151936
+    key = jax.random.key(0)
+
+    def everything(z, mu):
+        state = decoding.MirostatState(mu)
+        return (
+            decoding.top_k(z, 50),
+            decoding.top_k(z, jnp.full(batch, 40)),
+            decoding.top_p(z, 0.9),
+            decoding.typical_p(z, 0.9),
+            decoding.min_p(z, 0.05),
+            decoding.epsilon_cutoff(z, 3e-4),
+            decoding.eta_cutoff(z, 2e-3),
+            decoding.entropy_temperature(z, 3.0),
+            decoding.mirostat_v1(key, z, state, 5.0),
+            decoding.mirostat_v2(key, z, state, 5.0),
+            decoding.sampler(partial(decoding.top_p, p=0.9))(key, z, None),
+        )
+
+    compiled = (
+        jax.jit(everything)
+        .lower(
+            jax.ShapeDtypeStruct((batch, vocab), jnp.float32),
+            jax.ShapeDtypeStruct((batch,), jnp.float32),
+        )
+        .compile()
+    )
+    assert re.findall(r"\bsort\(", compiled.as_text()) == []
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp <= 16 * batch * vocab * 4, temp / (batch * vocab * 4)
 
 
 # ----------------------------------------------------------------------------------------------
