@@ -952,25 +952,34 @@ def entropy_switch(
         small_logits, small_carry = small_step(small_carry, tokens)
         large_logits, large_carry = large_step(large_carry, tokens)
         _checks.same_shape(small_logits, large_logits, "small logits", "large logits")
-        logits = jnp.where(state.large[..., None], large_logits, small_logits)
-        x = _decode.sanitize(logits, None, -1)
-        h = _masked.entropy_of(x.d, -1) / LN2
-        window = state.entropies.shape[-1]
-        slot = jnp.arange(window) == (state.steps % window)[..., None]
-        entropies = jnp.where(slot, h[..., None].astype(jnp.float32), state.entropies)
-        steps = state.steps + 1
-        filled = jnp.arange(window) < jnp.minimum(steps, window)[..., None]
-        rolling = jnp.sum(jnp.where(filled, entropies, 0.0), axis=-1) / jnp.minimum(steps, window)
-        dwell = state.dwell + 1
-        want_large = rolling > jnp.asarray(threshold, rolling.dtype)
-        switch = (want_large != state.large) & (dwell >= min_dwell)
-        new_state = SwitchState(
-            entropies=entropies,
-            steps=steps,
-            dwell=jnp.where(switch, 0, dwell),
-            large=jnp.where(switch, want_large, state.large),
+        z, new_state, metrics = _switch_update(
+            state, small_logits, large_logits, threshold, min_dwell=min_dwell
         )
-        metrics = SwitchMetrics(large=state.large, entropy_bits=h, rolling_entropy_bits=rolling)
-        return x.z, (new_state, small_carry, large_carry), metrics
+        return z, (new_state, small_carry, large_carry), metrics
 
     return step
+
+
+@partial(jax.jit, static_argnames="min_dwell")
+def _switch_update(state, small_logits, large_logits, threshold, *, min_dwell):
+    """One step of `entropy_switch` after both models ran: the active logits, the new state."""
+    logits = jnp.where(state.large[..., None], large_logits, small_logits)
+    x = _decode.sanitize(logits, None, -1)
+    h = _masked.entropy_of(x.d, -1) / LN2
+    window = state.entropies.shape[-1]
+    slot = jnp.arange(window) == (state.steps % window)[..., None]
+    entropies = jnp.where(slot, h[..., None].astype(jnp.float32), state.entropies)
+    steps = state.steps + 1
+    filled = jnp.arange(window) < jnp.minimum(steps, window)[..., None]
+    rolling = jnp.sum(jnp.where(filled, entropies, 0.0), axis=-1) / jnp.minimum(steps, window)
+    dwell = state.dwell + 1
+    want_large = rolling > jnp.asarray(threshold, rolling.dtype)
+    switch = (want_large != state.large) & (dwell >= min_dwell)
+    new_state = SwitchState(
+        entropies=entropies,
+        steps=steps,
+        dwell=jnp.where(switch, 0, dwell),
+        large=jnp.where(switch, want_large, state.large),
+    )
+    metrics = SwitchMetrics(large=state.large, entropy_bits=h, rolling_entropy_bits=rolling)
+    return x.z, new_state, metrics

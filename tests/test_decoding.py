@@ -265,10 +265,11 @@ def test_vmap_equals_batched_call():
 
 def test_vocabulary_150k_batch_8_compiles_without_sort_or_large_temporaries():
     """Qwen's padded head, [8, 151936] float32: every processor and sampler in one function,
-    compiled (not run), has no sort op (lax.top_k stays a TopK) and needs at most 16 [B, V]
-    float32 buffers of temporary memory (measured: ~11 per function and ~11 for all of them,
-    buffers being reused); a [B, V, V] temporary would be V times one buffer, a sort of the
-    vocabulary adds sort ops. Times: experiments/bench_decoding.py."""
+    compiled (not run), has no sort op (lax.top_k stays a TopK) and needs at most 24 [B, V]
+    float32 buffers of temporary memory (measured 14.1 with jax 0.10.2 on CPU; headroom for
+    other XLA versions): a [B, V, V] temporary would be V times one buffer, a [B, V, 100] one
+    (e.g. a gathered Zipf window) 100 times, and a sort of the vocabulary adds sort ops. Times:
+    experiments/bench_decoding.py."""
     batch, vocab = 8, 151936
     key = jax.random.key(0)
 
@@ -298,7 +299,7 @@ def test_vocabulary_150k_batch_8_compiles_without_sort_or_large_temporaries():
     )
     assert re.findall(r"\bsort\(", compiled.as_text()) == []
     temp = compiled.memory_analysis().temp_size_in_bytes
-    assert temp <= 16 * batch * vocab * 4, temp / (batch * vocab * 4)
+    assert temp <= 24 * batch * vocab * 4, temp / (batch * vocab * 4)
 
 
 # ----------------------------------------------------------------------------------------------
