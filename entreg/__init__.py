@@ -1,10 +1,11 @@
 """entreg: differentiable, numerically safe entropy and divergence functionals for JAX.
 
 Core functionals live in this package; training-loss terms in `entreg.losses`; fused and chunked
-implementations in `entreg.kernels`.
+implementations in `entreg.kernels`; entropy-controlled decoding (logits processors, Mirostat,
+generation, model switching) in `entreg.decoding`.
 """
 
-from entreg import nnx
+from entreg import decoding, nnx
 from entreg.aggregation import aggregate
 from entreg.attention import (
     attention_entropy,
@@ -96,6 +97,7 @@ __all__ = [
     "bonus",
     "compose",
     "constraint",
+    "decoding",
     "ema_metric",
     "nnx",
     "penalty",

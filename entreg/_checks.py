@@ -107,15 +107,20 @@ def temperature(x, name: str = "temperature"):
     return x
 
 
-def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
-    """`x` with negative entries turned into NaN; raises instead when `x` is concrete.
+def within(x: jax.Array, ok: jax.Array, name: str, what: str) -> jax.Array:
+    """`x` as a float array with NaN where `ok` is False; raises instead when `x` is concrete.
 
     The domain is value-dependent, so a traced call cannot raise: it returns NaN where the input
     is outside the domain rather than a plausible wrong number.
     """
-    if not isinstance(x, jax.core.Tracer) and bool(np.any(np.asarray(x) < 0)):
-        raise ValueError(f"`{name}` must be >= 0 ({what}).")
-    return jnp.where(x < 0, jnp.nan, x)
+    if not isinstance(ok, jax.core.Tracer) and not bool(np.all(np.asarray(ok))):
+        raise ValueError(f"`{name}` must be {what}.")
+    return jnp.where(ok, x, jnp.nan)
+
+
+def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
+    """`x` with negative entries turned into NaN; raises instead when `x` is concrete."""
+    return within(x, ~(x < 0), name, f">= 0 ({what})")
 
 
 def index_range(x: jax.Array, name: str, size: int) -> jax.Array:

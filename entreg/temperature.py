@@ -72,25 +72,32 @@ def solve_temperature(
     axis: int = -1,
     bounds: tuple[float, float] = (1e-2, 1e2),
     iters: int = 60,
-) -> tuple[Scalar, Scalar]:
+    per_row: bool = False,
+) -> tuple[Scalar, Scalar] | tuple[Float[Array, "*rows"], Float[Array, "*rows"]]:
     r"""The sampling temperature tau at which mean_rows H(softmax(logits / tau)) = target.
 
-    Each row's entropy is non-decreasing in tau (0 as tau -> 0 for a unique argmax, log K as
-    tau -> inf), so the mean over rows is too, and bisection in log tau converges
-    geometrically: ``iters`` = 60 halvings of log(hi/lo) reach float32 resolution. One shared
-    temperature is solved for the rows selected by ``mask`` (all rows by default); vmap for a
-    temperature per row. A target outside the reachable range returns the nearer bound; check
-    the returned entropy. No gradient flows through the solve.
+    Each row's entropy is non-decreasing in tau (dH/dtau = Var_{p_tau}(z) / tau^3 >= 0; 0 as
+    tau -> 0 for a unique argmax, log K as tau -> inf), so the mean over rows is too, and
+    bisection in log tau converges geometrically: ``iters`` = 60 halvings of log(hi/lo) reach
+    float32 resolution. One shared temperature is solved for the rows selected by ``mask`` (all
+    rows by default); ``per_row=True`` solves one temperature per row instead (the same
+    bisection, run on every row at once; the per-step decoding temperature of
+    `entreg.decoding.entropy_temperature`). A target outside the reachable range returns the
+    nearer bound; check the returned entropy. No gradient flows through the solve.
 
     Args:
       logits: [..., V].
-      target_entropy: target mean entropy in nats (scalar, may be traced).
-      mask: optional boolean over the batch shape: the rows that count.
+      target_entropy: target (mean) entropy in nats: a scalar, may be traced; with
+        ``per_row=True`` it may also be an array broadcasting to the batch shape.
+      mask: optional boolean over the batch shape: the rows that count (shared solve only).
       where: optional vocabulary mask.
       bounds: (lo, hi) search interval for tau, 0 < lo < hi.
+      iters: bisection steps.
+      per_row: one temperature per row instead of one shared temperature.
 
     Returns:
-      ``(temperature, mean_entropy_at_temperature)``.
+      ``(temperature, entropy_at_temperature)``: scalars (the mean entropy over the selected
+      rows), or arrays of the batch shape with ``per_row=True``.
     """
     logits, where, axis = _masked.prepare(logits, where, axis)
     logits = jax.lax.stop_gradient(logits)
@@ -102,17 +109,24 @@ def solve_temperature(
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"`iters` must be a positive int, got {iters!r}.")
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
+    if not isinstance(per_row, bool):
+        raise TypeError(f"`per_row` must be a bool, got {per_row!r}.")
+    if per_row and mask is not None:
+        raise ValueError("`mask` selects the rows of one shared temperature; omit it per row.")
     rows = (
         jnp.ones(batch_shape, bool)
         if mask is None
         else _checks.broadcast_bool(mask, batch_shape, "mask", "the logits' batch shape")
     )
     target = jnp.asarray(target_entropy, logits.dtype)
+    shape = batch_shape if per_row else ()
+    target = _checks.broadcast(target, shape, "target_entropy", "the logits' batch shape")
     n = jnp.maximum(jnp.sum(rows), 1)
 
     def mean_entropy(log_tau):
-        h = _masked.entropy_of(_masked.log_softmax(logits / jnp.exp(log_tau), where, axis), axis)
-        return jnp.sum(jnp.where(rows, h, 0.0)) / n
+        tau = jnp.expand_dims(jnp.exp(log_tau), axis) if per_row else jnp.exp(log_tau)
+        h = _masked.entropy_of(_masked.log_softmax(logits / tau, where, axis), axis)
+        return h if per_row else jnp.sum(jnp.where(rows, h, 0.0)) / n
 
     def halve(_, bracket):
         a, b = bracket
@@ -120,7 +134,10 @@ def solve_temperature(
         low = mean_entropy(mid) < target
         return jnp.where(low, mid, a), jnp.where(low, b, mid)
 
-    bracket = (jnp.log(jnp.asarray(lo, logits.dtype)), jnp.log(jnp.asarray(hi, logits.dtype)))
+    bracket = (
+        jnp.full(shape, jnp.log(lo), logits.dtype),
+        jnp.full(shape, jnp.log(hi), logits.dtype),
+    )
     a, b = jax.lax.fori_loop(0, iters, halve, bracket)
     log_tau = 0.5 * (a + b)
     return jnp.exp(log_tau), mean_entropy(log_tau)
