@@ -28,7 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 
 # Modules whose public names (``__all__``) must all have cases.
-PUBLIC_MODULES = ("entreg", "entreg.losses", "entreg.kernels", "entreg.nnx")
+PUBLIC_MODULES = (
+    "entreg",
+    "entreg.losses",
+    "entreg.losses.adaptation",
+    "entreg.kernels",
+    "entreg.nnx",
+)
 
 
 @dataclasses.dataclass(frozen=True)
