@@ -370,7 +370,7 @@ def information_maximization(logits: Logits, *, prior=None, where=None) -> jax.A
     # log pbar_c = logsumexp_i(log p_ic) - log n over the valid rows, -inf for a class no row
     # supports; jax.nn.logsumexp's gradient is NaN for such an all -inf column (0 / 0).
     keep = valid[:, None] & d.valid
-    top = jnp.max(jnp.where(keep, d.log_p, -jnp.inf), axis=0)
+    top = jnp.max(jnp.where(keep, d.log_p, -jnp.inf), axis=0, initial=-jnp.inf)
     top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
     total = jnp.sum(jnp.where(keep, jnp.exp(jnp.where(keep, d.log_p - top, 0.0)), 0.0), axis=0)
     some = total > 0

@@ -249,6 +249,7 @@ CASES = {
             "fully filtered",
             lambda z: losses.eata_loss(z, WARM_STATE, eps=0.4),
             (UNIFORM,),
+            grad_argnums=(),  # exact zero gradients: tests/test_tta.py
             expect=_zero_loss,
         ),
         Bad(
@@ -322,6 +323,7 @@ CASES = {
             "fully filtered, NaN padding",
             lambda z: losses.sar_loss(z, where=ROWS),
             (UNIFORM.at[3].set(jnp.nan),),
+            grad_argnums=(),  # exact zero gradients: tests/test_tta.py
             expect=_zero_loss,
         ),
         Bad("e0", lambda: losses.sar_loss(EDGY, e0=0.0), ValueError, "e0"),
@@ -358,7 +360,11 @@ CASES = {
     L + "deyo_loss": [
         Edge("edges, padding", lambda z: losses.deyo_loss(z, z[::-1], where=ROWS), (EDGY,)),
         Edge(
-            "fully filtered", lambda z: losses.deyo_loss(z, z), (CONFIDENT[:3],), expect=_zero_loss
+            "fully filtered",
+            lambda z: losses.deyo_loss(z, z),
+            (CONFIDENT[:3],),
+            grad_argnums=(),  # exact zero gradients: tests/test_tta.py
+            expect=_zero_loss,
         ),
         Bad("tau_ent", lambda: losses.deyo_loss(EDGY, EDGY, tau_ent=0.0), ValueError, "tau_ent"),
     ],
@@ -368,6 +374,7 @@ CASES = {
             "nothing kept",
             lambda z: losses.open_set_loss(z, z.at[:, 0].add(5.0)),
             (UNIFORM,),
+            grad_argnums=(),  # exact zero gradients: tests/test_tta.py
             expect=_zero_loss,
         ),
         Bad(
@@ -395,6 +402,7 @@ CASES = {
             "padding signal",
             lambda z: _term(losses.tent_term(), {"logits": z, "where": ROWS}),
             (EDGY,),
+            grad_argnums=(),  # the gradient of tent_loss on EDGY is checked above
         ),
         Bad("name", lambda: losses.tent_term(name="a/b"), ValueError, "name"),
     ],
@@ -432,6 +440,7 @@ CASES = {
                 losses.deyo_term(), {"logits": z, "destroyed_logits": -z, "where": ROWS}
             ),
             (EDGY,),
+            grad_argnums=(),  # deyo_loss's gradient on EDGY is checked above
         ),
         Bad("unknown option", lambda: losses.deyo_term(tau=1.0), TypeError, "deyo_kwargs"),
     ],
@@ -442,6 +451,7 @@ CASES = {
                 losses.open_set_term(), {"logits": z, "original_logits": z, "where": ROWS}
             ),
             (EDGY,),
+            grad_argnums=(),  # open_set_loss's gradient on EDGY is checked above
         ),
         Bad("diversity", lambda: losses.open_set_term(diversity=-0.5), ValueError, "diversity"),
     ],
@@ -453,11 +463,17 @@ CASES = {
                 {"logits": z, "teacher_logits": 0.5 * z, "augmented_logits": z, "where": ROWS},
             ),
             (CONFIDENT,),
+            grad_argnums=(),  # mean_teacher_loss's gradient on CONFIDENT is checked above
         ),
         Bad("alpha", lambda: losses.mean_teacher_term(alpha=2.0), ValueError, "alpha"),
     ],
     L + "im_term": [
-        Edge("edges", lambda z: _term(losses.im_term(), {"logits": z, "where": ROWS}), (EDGY,)),
+        Edge(
+            "edges",
+            lambda z: _term(losses.im_term(), {"logits": z, "where": ROWS}),
+            (EDGY,),
+            grad_argnums=(),  # information_maximization's gradient on EDGY is checked above
+        ),
         Bad("name", lambda: losses.im_term(name=""), ValueError, "name"),
     ],
     # ---- the loop

@@ -569,10 +569,19 @@ def test_tent_step_moves_only_the_norm_affine_parameters(net):
 
 
 def test_eata_skips_a_fully_filtered_batch(net):
-    ad = adaptation.Adapter(net, adaptation.eata(optax.adam(1e-2), 4, eps=0.4, e0=1e-6))
+    """Nothing selected: no step at all, although the Fisher anchor (theta0 = source - 0.5, so
+    the penalty alpha * sum F (theta - theta0)^2 = 2 * 0.25 * #elements has a gradient) is part
+    of the loss."""
+    params = nnx.split(net, adaptation.norm_params(net), ...)[1]
+    anchor = jax.tree.map(lambda p: p - 0.5, nnx.as_pure(params))
+    fisher = losses.FisherState(jax.tree.map(jnp.ones_like, anchor), anchor)
+    method = adaptation.eata(optax.adam(1e-2), 4, eps=0.4, e0=1e-6, fisher=fisher, fisher_alpha=2.0)
+    ad = adaptation.Adapter(net, method)
     state = ad.init()
     new, _, metrics = ad.step(state, images(5))
     assert not bool(metrics["adapt/updated"]) and int(metrics["eata/num_selected"]) == 0
+    size = sum(x.size for x in jax.tree.leaves(anchor))
+    np.testing.assert_allclose(metrics["fisher/loss"], 2.0 * 0.25 * size, rtol=1e-6)
     # Parameters, Adam's state (its count included) and m are untouched.
     assert_same(
         (state.params, state.opt_state, state.terms), (new.params, new.opt_state, new.terms)
@@ -685,6 +694,27 @@ def test_cotta_anchor_branch_frozen_teacher_and_stochastic_restore(net):
         not np.array_equal(u, v)
         for u, v in zip(jax.tree.leaves(other.params), jax.tree.leaves(new.params), strict=True)
     )
+
+
+def test_rmt_ensemble_prediction_and_symmetric_loss_on_two_views(net):
+    """RMT with a frozen teacher (a = 1): the prediction is student + teacher logits before the
+    update, the loss 1/2 SCE(s(x), t(x)) + 1/2 SCE(s(aug x), t(x)) at a = 0.5, and every
+    parameter (not only the norm layers) trains."""
+    x = images(15)
+    method = adaptation.rmt(optax.sgd(0.1), augment=lambda key, x: x + 1.0, momentum=1.0)
+    ad = adaptation.Adapter(net, method)
+    state = ad.init()
+    new, pred, metrics = ad.step(state, x, jax.random.key(0))
+    z, za = (np.asarray(forward(net, v), np.float64) for v in (x, x + 1.0))
+    np.testing.assert_allclose(pred, 2.0 * z, rtol=LOOP_RTOL, atol=1e-6)
+    p, pa = np_softmax(z), np_softmax(za)
+    sce_aug = -0.5 * (p * np.log(pa)).sum(-1) - 0.5 * (pa * np.log(p)).sum(-1)
+    expected = (0.5 * np_entropy(z) + 0.5 * sce_aug).mean()
+    np.testing.assert_allclose(metrics["teacher/value"], expected, rtol=LOOP_RTOL)
+    assert_same(new.teacher, state.teacher)
+    before, after = flat(state.params), flat(new.params)
+    assert {"dense/kernel", "head/kernel", "bn/scale"} <= set(before)
+    assert all(np.any(before[k] != after[k]) for k in before)
 
 
 def test_open_set_first_step_keeps_every_sample(net):
