@@ -29,7 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 # Modules whose public names (``__all__``) must all have cases.
-PUBLIC_MODULES = ("entreg", "entreg.losses", "entreg.kernels", "entreg.nnx", "entreg.decoding")
+PUBLIC_MODULES = (
+    "entreg",
+    "entreg.losses",
+    "entreg.losses.adaptation",
+    "entreg.kernels",
+    "entreg.nnx",
+    "entreg.decoding",
+)
 
 
 @dataclasses.dataclass(frozen=True)
