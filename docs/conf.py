@@ -95,7 +95,8 @@ def _plain_bars(app, what, name, obj, options, lines):
                 continue
         if line.rstrip().endswith("::"):
             literal_indent = indent
-        if "|" in line and not stripped.startswith((">>>", "...", "|", "+")):
+        # Skip doctests and reST tables / line blocks ("| a | b |", "+---+"), not "|q - 1| < 1".
+        if "|" in line and not stripped.startswith((">>>", "...", "| ", "+-", "+=")):
             parts = _INLINE_CODE.split(line)
             lines[i] = "".join(p if j % 2 else p.replace("|", r"\|") for j, p in enumerate(parts))
 
