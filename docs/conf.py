@@ -1,6 +1,9 @@
 """Sphinx configuration: MyST pages, API reference from the docstrings, experiments gallery.
 
-Build (warnings are errors, as in CI): ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
+Build (warnings are errors, as in CI)::
+
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 The API pages (one per public module) and the gallery pages are generated into
 ``docs/_generated/`` when the build starts; nothing there is edited by hand.
 """
@@ -16,9 +19,8 @@ sys.path[:0] = [str(DOCS / "_ext"), str(DOCS.parent)]
 
 import apigen  # noqa: E402
 
-from docs import gallery  # noqa: E402
-
 import entreg  # noqa: E402
+from docs import gallery  # noqa: E402
 
 project = "entreg"
 author = "the entreg authors"

@@ -237,7 +237,8 @@ def write_pages(outdir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m docs.gallery", description=__doc__.split("\n")[0])
+    summary = __doc__.split("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m docs.gallery", description=summary)
     parser.add_argument(
         "--refresh",
         nargs="*",

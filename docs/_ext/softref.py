@@ -9,10 +9,9 @@ reference (``:func:``, ``:class:``, ``{py:func}``) while argument names stay pla
 
 from __future__ import annotations
 
+from apigen import public_modules
 from docutils import nodes
 from sphinx.domains.python import PyXRefRole
-
-from apigen import public_modules
 
 
 class SoftRef(PyXRefRole):
