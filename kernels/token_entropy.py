@@ -88,10 +88,11 @@ def linear_log_probs_and_entropy(
       ``(log_probs, entropy)``, each [...], float32 (float64 under x64 with float64 inputs).
 
     Examples:
-      >>> import jax, jax.numpy as jnp
+      >>> import jax.numpy as jnp, numpy as np
       >>> from entreg import kernels
-      >>> hidden = jax.random.normal(jax.random.key(0), (3, 8))  # [T, H]
-      >>> lm_head = jax.random.normal(jax.random.key(1), (8, 100))  # [H, V]
+      >>> rng = np.random.default_rng(0)
+      >>> hidden = rng.standard_normal((3, 8), np.float32)  # [T, H]
+      >>> lm_head = rng.standard_normal((8, 100), np.float32)  # [H, V]
       >>> labels = jnp.array([1, 2, 3])
       >>> fused = kernels.linear_log_probs_and_entropy(hidden, lm_head, labels, chunk_size=32)
       >>> log_prob, ent = fused
