@@ -23,9 +23,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-sys.path.insert(0, str(DOCS / "_ext"))
+sys.path[:0] = [str(DOCS / "_ext"), str(ROOT)]
 
+import apigen  # noqa: E402
 from apigen import public_modules  # noqa: E402
+
+from docs import gallery  # noqa: E402
 
 # Build outputs and generated pages are not sources.
 GENERATED = ("_build", "_generated")
@@ -153,3 +156,25 @@ def test_docstring_examples_run(test: doctest.DocTest):
     with np.printoptions(precision=4, suppress=True):
         result = runner.run(test, out=out.write, clear_globs=True)
     assert result.failed == 0, out.getvalue()
+
+
+def test_api_pages_follow_all(tmp_path):
+    """One page per public module, naming every name its ``__all__`` exports (a new function or
+    module appears without editing the docs)."""
+    assert set(apigen.write_pages(tmp_path)) == set(public_modules())
+    for name in public_modules():
+        page = (tmp_path / f"{name}.rst").read_text()
+        for member in importlib.import_module(name).__all__:
+            assert member in page, (name, member)
+
+
+def test_gallery_builds_without_artifacts(tmp_path, monkeypatch):
+    """A clean checkout without experiment artifacts still gets a page per experiment, saying
+    how to make them, instead of a failing build."""
+    monkeypatch.setattr(gallery, "ARTIFACTS", tmp_path / "none")
+    names = gallery.write_pages(tmp_path / "pages")
+    assert "quickstart" in names
+    for name in names:
+        page = (tmp_path / "pages" / f"{name}.md").read_text()
+        assert f"python -m experiments.{name}" in page and "No artifacts yet" in page
+    assert "no artifacts yet" in (tmp_path / "pages" / "index.md").read_text()
