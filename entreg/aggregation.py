@@ -69,6 +69,16 @@ def aggregate(
       mode: one of the four modes above.
       num_tokens, num_sequences, norm_constant: optional explicit normalizers (scalars).
       axis_name: optional mapped axis name over which default counts are summed.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> loss = jnp.array([[1.0, 2.0, 9.0], [3.0, 4.0, 5.0]])
+      >>> mask = jnp.array([[True, True, False], [True, True, True]])
+      >>> print(entreg.aggregate(loss, mask, "token-mean"))  # (1 + 2 + 3 + 4 + 5) / 5
+      3.0
+      >>> print(entreg.aggregate(loss, mask, "seq-mean-token-mean"))  # (1.5 + 4) / 2
+      2.75
     """
     _checks.choice(mode, "mode", MODES)
     values = _checks.float_array(values, "values")

@@ -69,6 +69,15 @@ def attention_entropy(
 
     Returns:
       [..., Tq] entropies (nats, or normalized). Rows without a visible key return 0.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> scores = jnp.zeros((1, 4, 4))  # [heads, Tq, Tk]: uniform attention
+      >>> print(entreg.attention_entropy(scores, causal=True))  # log(i + 1)
+      [[0.     0.6931 1.0986 1.3863]]
+      >>> print(entreg.attention_entropy(scores, causal=True, normalize=True))
+      [[0. 1. 1. 1.]]
     """
     d = _attention_dist(logits, mask, causal, sink)
     h = _masked.entropy_of(d, -1)

@@ -43,6 +43,15 @@ def entropy(
 
     Returns:
       The entropy in nats, with `axis` removed; 0 <= H <= log(#included categories).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import entreg
+      >>> logits = jnp.array([[0.0, 0.0, -jnp.inf], [1e4, 0.0, -1e4]])
+      >>> print(entreg.entropy(logits))  # log 2, and 0 for a one-hot row
+      [0.6931 0.    ]
+      >>> bool(jnp.isfinite(jax.grad(lambda z: entreg.entropy(z).sum())(logits)).all())
+      True
     """
     logits, valid, axis = _masked.prepare(logits, where, axis)
     return _masked.entropy_of(_masked.log_softmax(logits, valid, axis), axis)

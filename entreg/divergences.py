@@ -52,6 +52,13 @@ def kl_divergence(
     p = softmax(p_logits), q = softmax(q_logits). Terms with p_j = 0 contribute 0; if p_j > 0
     where q_j = 0 (a -inf q-logit) the value is +inf with a finite gradient. KL >= 0, with
     equality iff p = q (Gibbs' inequality).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> p, q = jnp.log(jnp.array([0.5, 0.5, 0.0])), jnp.log(jnp.array([0.25, 0.25, 0.5]))
+      >>> print(f"{entreg.kl_divergence(p, q):.4f} {entreg.kl_divergence(q, p)}")  # log 2; inf
+      0.6931 inf
     """
     p, q, axis = _pair(p_logits, q_logits, where, axis)
     return _kl(p, q, axis)

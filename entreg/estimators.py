@@ -47,6 +47,15 @@ def kl_estimate(
       Elementwise estimates, float32 or wider. Where k2 or k3 is infinite (an infinite log-ratio,
       or e^{-d} beyond the dtype's range) the value is +inf, its limit, with a zero gradient;
       ``value_clip`` turns it into c. Two -inf log-probabilities give d = 0.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> log_p, log_ref = jnp.log(jnp.array([0.5, 0.2])), jnp.log(jnp.array([0.25, 0.2]))
+      >>> print(entreg.kl_estimate(log_p, log_ref, "k1"))  # log p - log ref
+      [0.6931 0.    ]
+      >>> print(entreg.kl_estimate(log_p, log_ref, "k3"))  # r - 1 - log r, r = ref / p
+      [0.1931 0.    ]
     """
     _checks.choice(kind, "kind", _KINDS)
     log_p = _checks.float_array(log_p, "log_p")

@@ -48,6 +48,15 @@ def score_entropy(
 
     Returns:
       Score entropy with ``axis`` reduced, accumulated in at least float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> ratio = jnp.array([1.0, 0.0, 2.0])
+      >>> print(f"{entreg.score_entropy(jnp.log(ratio), ratio):.4f}")  # exact ratios: 0
+      0.0000
+      >>> print(f"{entreg.score_entropy(jnp.zeros(3), ratio):.4f}")  # 2 - 2 log 2
+      1.3863
     """
     s = _checks.float_array(log_score, "log_score")
     r = _checks.float_array(ratio, "ratio")

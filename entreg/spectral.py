@@ -229,6 +229,13 @@ def von_neumann_entropy(
       normalize: scale rows to unit norm first (as the paper); all-zero rows are left out.
       where: boolean row mask [..., N]; False rows are left out (padding).
       eps: see the module docstring.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> x = jnp.eye(4)  # isotropic: the maximum, log 4
+      >>> print(f"{entreg.von_neumann_entropy(x):.4f}")
+      1.3863
     """
     x = _features(features)
     q = _spectrum.check_order(order)
@@ -300,6 +307,13 @@ def vendi_score(
       weights: non-negative sample weights [..., n] (zero leaves a sample out).
       normalize: for the cosine kernel, scale rows to unit norm (False: linear kernel).
       eps: see the module docstring.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> x = jnp.concatenate([jnp.eye(3), jnp.eye(3)])  # 3 distinct samples, twice each
+      >>> print(f"{entreg.vendi_score(x):.4f}")
+      3.0000
     """
     return jnp.exp(
         log_vendi_score(

@@ -37,6 +37,14 @@ def token_log_probs(
 
     Returns:
       ``(log_prob, entropy)``, each shaped like ``tokens``; differentiable in ``logits``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> logits = jnp.log(jnp.array([[0.5, 0.25, 0.25]]))
+      >>> log_prob, ent = entreg.token_log_probs(logits, jnp.array([0]))
+      >>> print(log_prob, ent)  # log 0.5; 1.5 log 2
+      [-0.6931] [1.0397]
     """
     logits, where, axis = _masked.prepare(logits, where, axis)
     tokens = jnp.asarray(tokens)

@@ -249,9 +249,11 @@ class UniformGraph(_Graph):
     r"""Uniform diffusion over ``num_tokens`` tokens, Q = (1 1^T - N I) / N (the SEDD code's scale).
 
     x_t is redrawn uniformly with probability 1 - e^{-sigma_bar}. With rho = e/(e + N), e =
-    expm1(sigma), current token b and clean token a, <f> = (1/N) sum_{y != b} f_y:
+    expm1(sigma), current token b and clean token a, <f> = (1/N) sum_{y != b} f_y::
+
       b = a:   l = <e^s> - rho <s> + ((N - 1)/N) K(rho)
       b != a:  l = <e^s> - s_a / e - <s> + (K(1/rho) - (N - 2)) / N
+
     Every position contributes.
     """
 

@@ -35,6 +35,14 @@ def grpo_advantages(
       where: optional [..., G] boolean, False for members to ignore (e.g. failed rollouts).
       scale_by_std: divide by the group standard deviation (GRPO) or not (Dr. GRPO).
       eps: added to the standard deviation.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from entreg import losses
+      >>> rewards = jnp.array([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # [prompts, G]
+      >>> print(losses.grpo_advantages(rewards))  # a solved group carries no signal
+      [[ 0.866 -0.866  0.866 -0.866]
+       [ 0.     0.     0.     0.   ]]
     """
     rewards = _checks.float_array(rewards, "rewards")
     if rewards.ndim == 0:

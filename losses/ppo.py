@@ -79,6 +79,16 @@ def ppo_loss(
       ``(per_token_loss, metrics)``: the loss is 0 at masked tokens; metrics are token means
       over valid tokens: ``clip_fraction`` (L2 > L1), ``lower_clip_fraction`` (dual clip
       active), ``ppo_kl`` (mean -d) and, when given, ``entropy`` and ``kl``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from entreg import losses
+      >>> log_prob = jnp.log(jnp.array([[0.5, 0.9]]))
+      >>> old_log_prob = jnp.log(jnp.array([[0.5, 0.5]]))  # the second ratio is 1.8: clipped
+      >>> advantages, mask = jnp.ones((1, 2)), jnp.ones((1, 2), bool)
+      >>> loss, metrics = losses.ppo_loss(log_prob, old_log_prob, advantages, mask)
+      >>> print(loss, metrics["clip_fraction"])  # -A min(r, 1 + eps) per token
+      [[-1.  -1.2]] 0.5
     """
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
