@@ -91,8 +91,8 @@ def _cutoff(v):
 
 
 def _process(rule, c: _decode.Checked, *params, **options) -> jax.Array:
-    options = tuple(sorted(options.items()))
-    return _decode.run_processor(rule, c.logits, c.where, params, axis=c.axis, options=options)
+    ordered = tuple(sorted(options.items()))
+    return _decode.run_processor(rule, c.logits, c.where, params, axis=c.axis, options=ordered)
 
 
 def _keep_min(min_tokens_to_keep) -> int:

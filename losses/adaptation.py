@@ -266,7 +266,7 @@ class AdaptState(NamedTuple):
     terms: dict  # the terms' states (entreg.compose), e.g. an EataState
     teacher: Any  # EMA teacher parameters (None without a teacher)
     recovery: tta.RecoveryState
-    source: tuple  # (params, rest) at setup: the reset target and the original model
+    source: tuple[Any, Any]  # (params, rest) at setup: the reset target and the original model
     steps: jax.Array  # int32, batches seen
 
 
@@ -292,7 +292,7 @@ def _configured(model: nnx.Module) -> nnx.Module:
 def _split(model: nnx.Module, wrt):
     # Only parameters adapt: running statistics and other variables stay in `rest`.
     wrt = norm_params(model) if wrt is None else nnx.All(nnx.Param, wrt)
-    graphdef, params, rest = nnx.split(model, wrt, ...)
+    graphdef, params, rest = nnx.split(model, wrt, ...)  # type: ignore[misc]  # 3 filters: 3 parts
     if not jax.tree.leaves(params):
         raise ValueError("`wrt` selects no parameter (nnx.Param) of `model`: nothing would adapt.")
     # Raw arrays, not Variables: merged inside a transform, a Variable from the outer trace
@@ -381,7 +381,7 @@ class Adapter:
                     "`mask` [B] and pass it (broadcast) to its BatchNorm layers, or set "
                     f"`subset_statistics=False`. ({e})"
                 ) from None
-        return logits, nnx.as_pure(nnx.split(model, self.wrt, ...)[2])
+        return logits, nnx.as_pure(nnx.split(model, self.wrt, ...)[2])  # type: ignore[misc]
 
     def _teacher_logits(self, state: AdaptState, x, original, key):
         m = self.method
@@ -394,8 +394,11 @@ class Adapter:
             return jax.lax.stop_gradient(plain)
         confidence = jnp.mean(jnp.max(jax.nn.softmax(original, axis=-1), axis=-1))
 
+        augment = m.augment
+        assert augment is not None  # Method requires it with anchor_threshold
+
         def averaged():
-            views = jax.vmap(lambda k: teacher(m.augment(k, x)))(jax.random.split(key, m.num_views))
+            views = jax.vmap(lambda k: teacher(augment(k, x)))(jax.random.split(key, m.num_views))
             return jnp.mean(views, axis=0).astype(plain.dtype)
 
         out = jax.lax.cond(confidence < m.anchor_threshold, averaged, lambda: plain)
@@ -409,6 +412,7 @@ class Adapter:
             tau = m.tau_ent if m.tau_ent is not None else tta.entropy_margin(logits.shape[-1], 0.5)
             mask = h < tau
         params = jax.lax.stop_gradient(params)
+        assert m.destroy is not None  # only called with a destroy transform
         destroyed = m.destroy(key, x)
 
         def forward(mask):
@@ -462,6 +466,7 @@ class Adapter:
                     params, state.rest, x, logits, k_destroy
                 )
             if m.augment_student:
+                assert m.augment is not None  # Method requires it with augment_student
                 s["augmented_logits"] = self._apply(params, state.rest, m.augment(k_augment, x))[0]
             loss, (terms, metrics) = self.loss(s, state=state.terms)
             return loss, (terms, metrics, logits, rest)
@@ -572,14 +577,14 @@ class Adapter:
         return self._predict_jit(state, x)
 
 
-def _selected(metrics: dict, selector: str) -> jax.Array:
+def _selected(metrics: dict, selector: str | None) -> jax.Array:
     key = f"{selector}/selected"
     if key not in metrics:
         raise KeyError(f"The selector term {selector!r} reports no `selected` rows.")
     return metrics[key]
 
 
-def _num_selected(metrics: dict, selector: str) -> jax.Array:
+def _num_selected(metrics: dict, selector: str | None) -> jax.Array:
     key = f"{selector}/num_selected"
     if key not in metrics:
         raise KeyError(f"The selector term {selector!r} reports no `num_selected`.")
@@ -595,7 +600,7 @@ def _restore(key, params, source, prob: float):
     parts = jnp.split(keep, list(itertools.accumulate(sizes))[:-1])
     restored = [
         jnp.where(r.reshape(p.shape), s, p)
-        for r, p, s in zip(parts, leaves, treedef.flatten_up_to(source), strict=True)
+        for r, p, s in zip(parts, leaves, treedef.flatten_up_to(source), strict=True)  # type: ignore[attr-defined]
     ]
     return jax.tree.unflatten(treedef, restored)
 

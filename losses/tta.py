@@ -561,7 +561,7 @@ def fisher_penalty(params: Any, state: FisherState, *, alpha: float) -> jax.Arra
     alpha = _checks.real_scalar(alpha, "alpha", minimum=0.0)
     if not isinstance(state, FisherState):
         raise TypeError(f"`state` must be a FisherState, got {type(state).__name__}.")
-    if jax.tree.structure(params) != jax.tree.structure(state.anchor):
+    if jax.tree.structure(params) != jax.tree.structure(state.anchor):  # type: ignore[operator]
         raise ValueError(
             "`params` must have the tree structure of the Fisher anchor "
             f"({jax.tree.structure(state.anchor)}), got {jax.tree.structure(params)}."
