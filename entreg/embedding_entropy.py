@@ -158,7 +158,7 @@ def vmf_kde_entropy(
 
         p_hat(z_i) = (1/N) sum_j C_d(kappa) e^{kappa z_i^T z_j}      (j = i included)
         H = -(1/N) sum_i log p_hat(z_i)
-          = (1/N) sum_i [ log N - logsumexp_j(kappa z_i^T z_j) ] - log C_d(kappa)
+        H = (1/N) sum_i [ log N - logsumexp_j(kappa z_i^T z_j) ] - log C_d(kappa)
 
     Rows are normalized to unit length first (an all-zero row stays zero). kappa = 10 as in the
     ER code ("average" reduction). With the ER bound I(Z1; Z2) >= H(Z2) + E[log q(z2 | z1)],

@@ -128,7 +128,7 @@ def gaussian_o_information(
 ) -> Float[Array, "*batch"]:
     r"""O-information Omega = TC - DTC of a Gaussian (Rosas et al. 2019).
 
-        Omega = (1/2) [(n - 2) log det S + sum_j (log det S_jj - log det S_-j,-j)]
+        Omega = (1/2) [(n - 2) log det S + sum_j (log det S_jj - log det S_{-j,-j})]
 
     > 0: redundancy-dominated (e.g. copies of one source plus noise); < 0: synergy-dominated
     (e.g. X_3 = X_1 + X_2 with independent X_1, X_2). For the other measures (DTC,

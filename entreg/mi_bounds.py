@@ -393,8 +393,8 @@ def interpolated_bound(
 
     in the leave-one-out batch form of the paper's code: for y_j and a held-out x_k the
     baseline averages e^{f(x_i, y_j)} over the K = N - 1 other x's (computed in log space with
-    a stable leave-one-out log-sum-exp). The joint term averages f(x_j, y_j) - log a(y_j; x_-k)
-    over k != j; the marginal term pairs y_j with x_i, i != j, under a(y_j; x_-j):
+    a stable leave-one-out log-sum-exp). The joint term averages f(x_j, y_j) - log a(y_j; x_{-k})
+    over k != j; the marginal term pairs y_j with x_i, i != j, under a(y_j; x_{-j}):
 
         I_alpha = 1 + mean_{k != j} [f_jj - log a_j^{-k}] - mean_{i != j} e^{f_ij} / a_j^{-j}
 

@@ -40,7 +40,7 @@ def multivariate_information(
     ``lambda c: entreg.kl_entropy(x[:, c])`` (kNN), ``lambda c:
     entreg.gaussian_entropy(cov[np.ix_(c, c)])`` (closed form) or ``lambda c:
     entreg.discrete_entropy(labels[:, c])`` (plug-in). It is called 2n + 1 times: H(X), each
-    H(X_j) and each H(X_-j). The results are in the estimator's units.
+    H(X_j) and each H(X_{-j}). The results are in the estimator's units.
 
     Args:
       entropy_of: ``columns (tuple of ints) -> entropy`` (any shape; the results broadcast).

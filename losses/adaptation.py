@@ -2,7 +2,7 @@
 
 A `Method` is a configuration of `entreg.losses` terms (`tent_term`, `eata_term`, ...) plus the
 machinery around them; `Adapter` runs it. Each step predicts the batch with the current
-parameters, then updates the adapted parameters from the same forward:
+parameters, then updates the adapted parameters from the same forward::
 
     adapter = adaptation.Adapter(model, adaptation.tent(optax.adam(1e-3)))
     state = adapter.init()
