@@ -1,10 +1,11 @@
 """entreg: differentiable, numerically safe entropy and divergence functionals for JAX.
 
 Core functionals live in this package; training-loss terms in `entreg.losses`; fused and chunked
-implementations in `entreg.kernels`.
+implementations in `entreg.kernels`; entropy-controlled decoding (logits processors, Mirostat,
+generation, model switching) in `entreg.decoding`.
 """
 
-from entreg import nnx
+from entreg import decoding, nnx
 from entreg.aggregation import aggregate
 from entreg.attention import (
     attention_entropy,
@@ -21,8 +22,32 @@ from entreg.categorical import (
     tsallis_entropy,
 )
 from entreg.compose import ComposedLoss, compose
+from entreg.critics import concat_scores, separable_scores
+from entreg.discrete import discrete_entropy, discrete_mutual_information
 from entreg.divergences import f_divergence, js_divergence, kl_divergence
+from entreg.embedding_entropy import m_spacing_entropy, vmf_kde_entropy, vmf_log_normalizer
 from entreg.estimators import kl_estimate
+from entreg.gaussian import (
+    gaussian_entropy,
+    gaussian_mutual_information,
+    gaussian_o_information,
+    gaussian_total_correlation,
+)
+from entreg.knn import kl_entropy, ksg_mutual_information, ksg_total_correlation
+from entreg.mi_bounds import (
+    MineState,
+    barber_agakov_bound,
+    dv_bound,
+    infonce_bound,
+    interpolated_bound,
+    js_bound,
+    jsd_bound,
+    mine_bound,
+    nwj_bound,
+    smile_bound,
+    tuba_bound,
+)
+from entreg.o_information import MultivariateInformation, multivariate_information
 from entreg.score_entropy import score_entropy
 from entreg.spectral import (
     diffusion_spectral_entropy,
@@ -72,6 +97,7 @@ __all__ = [
     "bonus",
     "compose",
     "constraint",
+    "decoding",
     "ema_metric",
     "nnx",
     "penalty",
@@ -100,4 +126,31 @@ __all__ = [
     "vendi_score",
     "vendi_score_from_kernel",
     "von_neumann_entropy",
+    "MineState",
+    "MultivariateInformation",
+    "barber_agakov_bound",
+    "concat_scores",
+    "discrete_entropy",
+    "discrete_mutual_information",
+    "dv_bound",
+    "gaussian_entropy",
+    "gaussian_mutual_information",
+    "gaussian_o_information",
+    "gaussian_total_correlation",
+    "infonce_bound",
+    "interpolated_bound",
+    "js_bound",
+    "jsd_bound",
+    "kl_entropy",
+    "ksg_mutual_information",
+    "ksg_total_correlation",
+    "m_spacing_entropy",
+    "mine_bound",
+    "multivariate_information",
+    "nwj_bound",
+    "separable_scores",
+    "smile_bound",
+    "tuba_bound",
+    "vmf_kde_entropy",
+    "vmf_log_normalizer",
 ]

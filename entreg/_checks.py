@@ -6,10 +6,13 @@ function is traced, name the offending argument, and never depend on array value
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def float_array(x, name: str) -> jax.Array:
@@ -50,7 +53,7 @@ def normalize_axis(axis, ndim: int, name: str = "logits") -> int:
         raise TypeError(f"`axis` must be an int, got {axis!r}.")
     if ndim == 0:
         raise ValueError(f"`{name}` must have at least one dimension (the category axis).")
-    if not -ndim <= axis < ndim:
+    if not -ndim <= int(axis) < ndim:
         raise ValueError(f"`axis`={axis} is out of bounds for `{name}` with {ndim} dimensions.")
     return int(axis) % ndim
 
@@ -104,15 +107,30 @@ def temperature(x, name: str = "temperature"):
     return x
 
 
-def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
-    """`x` with negative entries turned into NaN; raises instead when `x` is concrete.
+def within(x: jax.Array, ok: jax.Array, name: str, what: str) -> jax.Array:
+    """`x` as a float array with NaN where `ok` is False; raises instead when `x` is concrete.
 
     The domain is value-dependent, so a traced call cannot raise: it returns NaN where the input
     is outside the domain rather than a plausible wrong number.
     """
-    if not isinstance(x, jax.core.Tracer) and bool(jnp.any(x < 0)):
-        raise ValueError(f"`{name}` must be >= 0 ({what}).")
-    return jnp.where(x < 0, jnp.nan, x)
+    if not isinstance(ok, jax.core.Tracer) and not bool(np.all(np.asarray(ok))):
+        raise ValueError(f"`{name}` must be {what}.")
+    return jnp.where(ok, x, jnp.nan)
+
+
+def nonnegative(x: jax.Array, name: str, what: str) -> jax.Array:
+    """`x` with negative entries turned into NaN; raises instead when `x` is concrete."""
+    return within(x, ~(x < 0), name, f">= 0 ({what})")
+
+
+def index_range(x: jax.Array, name: str, size: int) -> jax.Array:
+    """Integer ids in [0, size): checked when `x` is concrete (a traced call cannot raise)."""
+    if not isinstance(x, jax.core.Tracer) and x.size:
+        v = np.asarray(x)  # numpy: no op is staged inside a trace
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= size:
+            raise ValueError(f"`{name}` must hold ids in [0, {size}), got values in [{lo}, {hi}].")
+    return x
 
 
 def positive_int(x, name: str) -> int:
@@ -139,6 +157,15 @@ def term_name(name) -> str:
     return name
 
 
+def signals(signals, needed, term: str) -> None:
+    """A loss term's signals must include every name in ``needed`` (None entries are skipped);
+    raises a KeyError naming the missing ones."""
+    missing = [n for n in needed if n is not None and n not in signals]
+    if missing:
+        names = ", ".join(f"`{n}`" for n in missing)
+        raise KeyError(f"Term {term!r} needs the signals {names}.")
+
+
 def token_mask(mask, shape: tuple[int, ...], target: str) -> jax.Array:
     """A per-token mask (boolean or 0/1 numbers, as verl's response_mask) as booleans."""
     mask = jnp.asarray(mask)
@@ -147,3 +174,66 @@ def token_mask(mask, shape: tuple[int, ...], target: str) -> jax.Array:
     if mask.shape != shape:
         raise ValueError(f"`mask` must have the shape of `{target}` {shape}, got {mask.shape}.")
     return mask != 0
+
+
+def in_base(value: jax.Array, base) -> jax.Array:
+    """A quantity in nats converted to logarithm base ``base`` (None: nats, 2: bits)."""
+    if base is None:
+        return value
+    base = real_scalar(base, "base", minimum=0.0)
+    if base <= 0 or base == 1:
+        raise ValueError(f"`base` must be positive and not 1, got {base}.")
+    return value / math.log(base)
+
+
+def axis_size(axis_name, name: str = "axis_name") -> int:
+    """The size of the mapped axis ``axis_name``, which must be in scope (inside shard_map)."""
+    try:
+        return jax.lax.axis_size(axis_name)
+    except NameError as e:
+        raise ValueError(
+            f"`{name}` {axis_name!r} is not a mesh axis in scope: call this inside "
+            "jax.shard_map over that axis."
+        ) from e
+
+
+def variable_groups(
+    groups, size: int | None = None, name: str = "groups"
+) -> tuple[tuple[int, ...], ...]:
+    """Validates ``groups``: an int n (n scalar variables 0..n-1) or a sequence of disjoint,
+    non-empty sequences of column indices (one per variable), each index < ``size`` if given."""
+    if isinstance(groups, numbers.Integral) and not isinstance(groups, bool):
+        groups = [[i] for i in range(int(groups))]
+    if not isinstance(groups, Sequence) or isinstance(groups, str):
+        raise TypeError(
+            f"`{name}` must be an int or a sequence of index sequences, got {groups!r}."
+        )
+    out = []
+    for g in groups:
+        if isinstance(g, numbers.Integral) and not isinstance(g, bool):
+            g = [g]
+        if not isinstance(g, Sequence) or not g:
+            raise ValueError(f"`{name}` entries must be non-empty index sequences, got {g!r}.")
+        if not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) and int(i) >= 0 for i in g
+        ):
+            raise ValueError(f"`{name}` entries must hold non-negative ints, got {g!r}.")
+        out.append(tuple(int(i) for i in g))
+    flat = [i for g in out for i in g]
+    if size is not None and max(flat, default=0) >= size:
+        raise ValueError(f"`{name}` indexes column {max(flat)} of only {size}.")
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"`{name}` must be disjoint, got {out}.")
+    if len(out) < 2:
+        raise ValueError(f"`{name}` must define at least 2 variables, got {len(out)}.")
+    return tuple(out)
+
+
+def sample_flags(where, n: int, name: str = "where") -> jax.Array:
+    """A boolean per-sample mask [n] (all True for None), e.g. padding rows of a batch."""
+    if where is None:
+        return jnp.ones((n,), bool)
+    where = bool_array(where, name)
+    if where.shape != (n,):
+        raise ValueError(f"`{name}` must be one flag per sample ({n},), got {where.shape}.")
+    return where

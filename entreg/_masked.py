@@ -40,7 +40,9 @@ def log_softmax(logits: jax.Array, valid: jax.Array | None, axis: int) -> Dist:
     return Dist(log_p=log_p, p=e / s, valid=valid, nonempty=nonempty)
 
 
-def prepare(logits, where, axis: int, name: str = "logits") -> tuple[jax.Array, jax.Array, int]:
+def prepare(
+    logits, where, axis: int, name: str = "logits"
+) -> tuple[jax.Array, jax.Array | None, int]:
     """Validates (logits, where, axis) and returns the upcast logits, the mask and the axis."""
     logits = _checks.float_array(logits, name)
     axis = _checks.normalize_axis(axis, logits.ndim, name)
@@ -61,3 +63,38 @@ def abs_zero_grad(x: jax.Array) -> jax.Array:
     """|x| whose derivative is sign(x), i.e. 0 at x = 0 (jnp.abs gives 1 there)."""
     # d/dx [x sign(x)] = sign(x) + x * 0.
     return x * jnp.sign(x)
+
+
+@jax.custom_jvp
+def _sqrt_zero_grad(x: jax.Array) -> jax.Array:
+    return jnp.sqrt(x)
+
+
+@_sqrt_zero_grad.defjvp
+def _sqrt_zero_grad_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = jnp.sqrt(x)
+    pos = x > 0
+    return y, jnp.where(pos, dx / (2.0 * jnp.where(pos, y, 1.0)), 0.0)
+
+
+def weight_outer(w: jax.Array) -> jax.Array:
+    """R [..., n, n] with R_ii = w_i and R_ij = sqrt(w_i w_j): K o R = W^1/2 K W^1/2 for
+    sample weights w >= 0, with gradients that stay finite at w_i = 0.
+
+    The diagonal is linear in w (its derivative is the trace's, which a spectrum normalized to
+    sum one depends on). Off the diagonal sqrt(w_i) has an infinite derivative at 0, but the
+    cotangent reaching an off-diagonal entry of row i is exactly 0 there (row i of W^1/2 K W^1/2
+    vanishes, and so does every eigenvector's i-th entry off its null space), so that derivative
+    is taken as 0 instead of forming 0 * inf = NaN.
+    """
+    root = _sqrt_zero_grad(w)
+    eye = jnp.eye(w.shape[-1], dtype=bool)
+    return jnp.where(eye, w[..., :, None], root[..., :, None] * root[..., None, :])
+
+
+def unit_rows(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit norm; an all-zero row stays zero with a zero gradient."""
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    nonzero = sq > 0
+    return jnp.where(nonzero, x * jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)

@@ -56,9 +56,15 @@ def default_eps(size: int, dtype) -> float:
 def check_eps(eps, size: int, dtype) -> float:
     if eps is None:
         return default_eps(size, dtype)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < 1:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= float(eps) < 1:
         raise ValueError(f"`eps` must be a real number in [0, 1), got {eps!r}.")
     return float(eps)
+
+
+def unit_scale(x: jax.Array) -> jax.Array:
+    """max |x| over the last axis, as a constant (no gradient); 1 where it is 0 or not finite."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
+    return jnp.where((m > 0) & jnp.isfinite(m), m, 1.0)
 
 
 def entropy_of_spectrum(lam: jax.Array, order: float, eps: float) -> jax.Array:
@@ -68,6 +74,9 @@ def entropy_of_spectrum(lam: jax.Array, order: float, eps: float) -> jax.Array:
     eigenvalues <= ``eps`` are exact zeros in value and gradient. A spectrum with nothing above
     ``eps`` (the zero matrix) has entropy 0; a NaN anywhere gives NaN.
     """
+    # The entropy is scale invariant: dividing by a constant scale first keeps 1 / total^2 in
+    # the backward in range for tiny spectra (1e-30 squares to 0 in float32: a NaN gradient).
+    lam = lam / unit_scale(lam)
     # The total keeps the round-off negatives: it is the trace, whose gradient is the identity
     # whatever the signs of the zero eigenvalues came out.
     total = jnp.sum(lam, axis=-1, keepdims=True)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer
 
 
 def visible_keys(shape: tuple[int, ...], mask, causal: bool) -> jax.Array | None:
@@ -39,8 +40,13 @@ def _attention_dist(logits, mask, causal, sink):
 
 
 def attention_entropy(
-    logits, *, mask=None, causal: bool = False, normalize: bool = False, sink=None
-):
+    logits: Float[ArrayLike, "*batch q k"],
+    *,
+    mask: Bool[ArrayLike, "*#batch #q #k"] | None = None,
+    causal: bool = False,
+    normalize: bool = False,
+    sink: Float[ArrayLike, "*#batch #q"] | None = None,
+) -> Float[Array, "*batch q"]:
     r"""Per-query entropy of attention maps, H_i = logsumexp_j s_ij - sum_j A_ij s_ij.
 
     Computed from the attention LOGITS s (already scaled; -inf = masked), so it never takes the
@@ -63,6 +69,15 @@ def attention_entropy(
 
     Returns:
       [..., Tq] entropies (nats, or normalized). Rows without a visible key return 0.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> scores = jnp.zeros((1, 4, 4))  # [heads, Tq, Tk]: uniform attention
+      >>> print(entreg.attention_entropy(scores, causal=True))  # log(i + 1)
+      [[0.     0.6931 1.0986 1.3863]]
+      >>> print(entreg.attention_entropy(scores, causal=True, normalize=True))
+      [[0. 1. 1. 1.]]
     """
     d = _attention_dist(logits, mask, causal, sink)
     h = _masked.entropy_of(d, -1)
@@ -73,14 +88,26 @@ def attention_entropy(
     return jnp.where(n > 1, h / jnp.where(n > 1, h_max, 1.0), 0.0)
 
 
-def effective_keys(logits, *, mask=None, causal: bool = False, sink=None) -> jax.Array:
+def effective_keys(
+    logits: Float[ArrayLike, "*batch q k"],
+    *,
+    mask: Bool[ArrayLike, "*#batch #q #k"] | None = None,
+    causal: bool = False,
+    sink: Float[ArrayLike, "*#batch #q"] | None = None,
+) -> Float[Array, "*batch q"]:
     """exp(H_i): the effective number of keys query i attends to (the Hopfield view: ~#keys is
     global averaging, ~1 single-pattern retrieval). Rows without a visible key return 0."""
     d = _attention_dist(logits, mask, causal, sink)
     return jnp.where(d.nonempty[..., 0], jnp.exp(_masked.entropy_of(d, -1)), 0.0)
 
 
-def attention_sink_mass(logits, *, mask=None, causal: bool = False, sink=None) -> jax.Array:
+def attention_sink_mass(
+    logits: Float[ArrayLike, "*batch q k"],
+    *,
+    mask: Bool[ArrayLike, "*#batch #q #k"] | None = None,
+    causal: bool = False,
+    sink: Float[ArrayLike, "*#batch #q"] | None = None,
+) -> Float[Array, "*batch q"]:
     """Attention mass on the sink: the learned ``sink`` column when given, else the first key.
 
     Per query row [..., Tq]; average it over queries, heads and layers for the usual "sink
@@ -91,8 +118,12 @@ def attention_sink_mass(logits, *, mask=None, causal: bool = False, sink=None) -
 
 
 def head_entropy_fractions(
-    normalized_entropy, *, collapse_below: float = 0.1, overload_above: float = 0.9, axis=-1
-):
+    normalized_entropy: Float[ArrayLike, "*batch heads"],
+    *,
+    collapse_below: float = 0.1,
+    overload_above: float = 0.9,
+    axis: int = -1,
+) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """Fractions of heads in the collapse band and in the overload band.
 
     ``normalized_entropy`` holds each head's query-averaged entropy divided by its maximum
@@ -103,6 +134,8 @@ def head_entropy_fractions(
     """
     h = _checks.float_array(normalized_entropy, "normalized_entropy")
     axis = _checks.normalize_axis(axis, h.ndim, "normalized_entropy")
+    if h.shape[axis] == 0:
+        raise ValueError("`normalized_entropy` has no heads along `axis`: fractions undefined.")
     lo = _checks.real_scalar(collapse_below, "collapse_below", minimum=0.0)
     hi = _checks.real_scalar(overload_above, "overload_above", minimum=0.0)
     if not lo < hi:
@@ -110,7 +143,9 @@ def head_entropy_fractions(
     return jnp.mean(h < lo, axis=axis), jnp.mean(h > hi, axis=axis)
 
 
-def entropy_lower_bound(sigma, length) -> jax.Array:
+def entropy_lower_bound(
+    sigma: Float[ArrayLike, "*shape"], length: int | Integer[ArrayLike, "*#shape"]
+) -> Float[Array, "*shape"]:
     r"""Theorem 3.1 of Zhai et al. (2023): the smallest attention entropy a logit matrix with
     spectral scale sigma = ||W_K W_Q^T||_2 ||X X^T||_2 allows over ``length`` = T keys.
 
@@ -122,6 +157,9 @@ def entropy_lower_bound(sigma, length) -> jax.Array:
     measured entropy with the bound of the measured sigma). T = 50, sigma = 2 gives 3.7655.
     """
     sigma = _checks.float_array(sigma, "sigma")
+    length = _checks.positive_int(length, "length")
+    if length < 2:
+        raise ValueError(f"`length` must be >= 2 keys (one key has entropy 0), got {length}.")
     t = jnp.asarray(length, sigma.dtype)
     gamma = sigma * jnp.sqrt(t / (t - 1.0))
     # (T - 1) beta in log space, so large gamma neither overflows nor loses the bound's tail.

@@ -18,12 +18,18 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 # |order - 1| below which Renyi / Tsallis use their cumulant series (error ~ |b|^4 * kappa_5 / 120).
 _SERIES_RADIUS = 1e-3
 
 
-def entropy(logits, *, axis: int = -1, where=None) -> jax.Array:
+def entropy(
+    logits: Float[ArrayLike, "*batch v"],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Shannon entropy H(p) = -sum_j p_j log p_j of p = softmax(logits).
 
     Computed as -sum_j p_j (z_j - logsumexp(z)), which never takes the log of a probability, so
@@ -37,14 +43,28 @@ def entropy(logits, *, axis: int = -1, where=None) -> jax.Array:
 
     Returns:
       The entropy in nats, with `axis` removed; 0 <= H <= log(#included categories).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import entreg
+      >>> logits = jnp.array([[0.0, 0.0, -jnp.inf], [1e4, 0.0, -1e4]])
+      >>> print(entreg.entropy(logits))  # log 2, and 0 for a one-hot row
+      [0.6931 0.    ]
+      >>> bool(jnp.isfinite(jax.grad(lambda z: entreg.entropy(z).sum())(logits)).all())
+      True
     """
     logits, valid, axis = _masked.prepare(logits, where, axis)
     return _masked.entropy_of(_masked.log_softmax(logits, valid, axis), axis)
 
 
 def cross_entropy(
-    logits, target_logits=None, *, target_probs=None, axis: int = -1, where=None
-) -> jax.Array:
+    logits: Float[ArrayLike, "*batch v"],
+    target_logits: Float[ArrayLike, "*batch v"] | None = None,
+    *,
+    target_probs: Float[ArrayLike, "*batch v"] | None = None,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Cross-entropy CE(t, p) = -sum_j t_j log p_j, with p = softmax(logits).
 
     The target is either ``target_logits`` (t = softmax(target_logits) over the included
@@ -75,7 +95,9 @@ def cross_entropy(
     return _masked.plus_inf_where(finite, jnp.any(t_support & ~q.valid, axis=axis))
 
 
-def binary_entropy(logit, *, where=None) -> jax.Array:
+def binary_entropy(
+    logit: Float[ArrayLike, "*shape"], *, where: Bool[ArrayLike, "*#shape"] | None = None
+) -> Float[Array, "*shape"]:
     r"""Elementwise entropy of a Bernoulli(sigmoid(logit)) variable.
 
     H(x) = softplus(x) - x sigmoid(x), evaluated in the symmetric form
@@ -120,6 +142,8 @@ def _order_param(order, name: str):
     """Static orders are validated here; traced orders are used as given (must be finite >= 0)."""
     if _checks.is_static_scalar(order):
         return _checks.real_scalar(order, name, minimum=0.0, allow_inf=True), True
+    if isinstance(order, (str, bool)) or order is None:
+        raise TypeError(f"`{name}` must be a real number >= 0 or a scalar array, got {order!r}.")
     order = _checks.float_array(order, name)
     if order.ndim != 0:
         raise ValueError(f"`{name}` must be a scalar, got shape {order.shape}.")
@@ -131,7 +155,13 @@ def _near_one(order, static: bool):
     return abs(b) < _SERIES_RADIUS if static else jnp.abs(b) < _SERIES_RADIUS
 
 
-def renyi_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
+def renyi_entropy(
+    logits: Float[ArrayLike, "*batch v"],
+    order: float | Float[ArrayLike, ""],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Renyi entropy H_a(p) = log(sum_j p_j^a) / (1 - a) of p = softmax(logits).
 
     Limits: a = 0 gives log |support|, a -> 1 the Shannon entropy, a = inf gives -log max_j p_j.
@@ -165,12 +195,27 @@ def renyi_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
 
     def direct(order_safe):
         s, b = _power_sum_terms(d, order_safe, axis)
-        return -jnp.log1p(s) / b
+        # log sum p^a: log1p keeps full precision while sum p^a is near 1 (|a - 1| small); far
+        # from 1 sum p^a can be tiny against 1 (uniform over 4 at a = 20: 4^-19), where
+        # log1p(s) cancels to log1p(-1) = -inf, so the log-sum-exp of a log p takes over.
+        far = jnp.abs(b) >= 0.5
+        lse = jax.nn.logsumexp(
+            jnp.where(d.valid, order_safe * d.log_p, -jnp.inf), axis=axis, where=d.valid
+        )
+        empty = ~jnp.squeeze(d.nonempty, axis)
+        log_sum = jnp.where(far, jnp.where(empty, 0.0, lse), jnp.log1p(jnp.where(far, 0.0, s)))
+        return -log_sum / b + 0.0  # + 0.0 turns -0.0 into 0.0
 
     return _switch_near_one(order, static, series, direct)
 
 
-def tsallis_entropy(logits, order, *, axis: int = -1, where=None) -> jax.Array:
+def tsallis_entropy(
+    logits: Float[ArrayLike, "*batch v"],
+    order: float | Float[ArrayLike, ""],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Tsallis entropy S_q(p) = (1 - sum_j p_j^q) / (q - 1) of p = softmax(logits).
 
     Limits: q = 0 gives |support| - 1, q -> 1 the Shannon entropy, q = inf gives 0.

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from entreg._typing import Array, Scalar
 from entreg.terms import LossTerm
 
 
@@ -32,28 +33,38 @@ class ComposedLoss:
     base_name: str = "base"
 
     def __post_init__(self):
-        names = [t.name for t in self.terms]
+        if not callable(self.base):
+            raise TypeError(
+                f"`base` must be a function returning (loss, signals), got {self.base!r}."
+            )
         for t in self.terms:
             if not isinstance(t, LossTerm):
-                raise TypeError(f"Terms must be entreg LossTerms, got {type(t).__name__}.")
+                raise TypeError(f"`terms` must be entreg LossTerms, got {type(t).__name__}.")
+        names = [t.name for t in self.terms]
         dup = {n for n in names if names.count(n) > 1} | ({self.base_name} & set(names))
         if dup:
             raise ValueError(
-                f"Term names must be unique and differ from the base's: {sorted(dup)}."
+                f"`terms` need unique names, none equal to `base_name`; repeated: {sorted(dup)}."
             )
 
     def init(self) -> dict[str, Any]:
+        """The initial state: term name -> the term's initial state."""
         return {t.name: t.init() for t in self.terms}
 
     def __add__(self, term: LossTerm) -> ComposedLoss:
+        """``loss_fn + term``: the composition with one more term."""
         return dataclasses.replace(self, terms=(*self.terms, term))
 
     def without(self, name: str) -> ComposedLoss:
+        """The composition without the term called ``name``."""
         if name not in {t.name for t in self.terms}:
-            raise ValueError(f"No term named {name!r}.")
+            raise ValueError(f"`name`: no term named {name!r}.")
         return dataclasses.replace(self, terms=tuple(t for t in self.terms if t.name != name))
 
-    def __call__(self, *args, state: dict[str, Any], step=None, **kwargs):
+    def __call__(
+        self, *args, state: dict[str, Any], step=None, **kwargs
+    ) -> tuple[Scalar, tuple[dict[str, Any], dict[str, Array]]]:
+        """Evaluates base and terms; returns ``(loss, (new_state, metrics))`` (see the class)."""
         out = self.base(*args, **kwargs)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError("The base loss must return (scalar_loss, signals_dict).")

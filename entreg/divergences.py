@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 _KINDS = ("kl", "reverse_kl", "js", "squared_hellinger", "total_variation", "chi2", "alpha")
 
@@ -39,12 +40,25 @@ def _kl(p: _masked.Dist, q: _masked.Dist, axis: int) -> jax.Array:
     return _masked.plus_inf_where(finite, jnp.any(p.valid & ~q.valid, axis=axis))
 
 
-def kl_divergence(p_logits, q_logits, *, axis: int = -1, where=None) -> jax.Array:
+def kl_divergence(
+    p_logits: Float[ArrayLike, "*batch v"],
+    q_logits: Float[ArrayLike, "*batch v"],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Kullback-Leibler divergence KL(p || q) = sum_j p_j (log p_j - log q_j).
 
     p = softmax(p_logits), q = softmax(q_logits). Terms with p_j = 0 contribute 0; if p_j > 0
     where q_j = 0 (a -inf q-logit) the value is +inf with a finite gradient. KL >= 0, with
     equality iff p = q (Gibbs' inequality).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> p, q = jnp.log(jnp.array([0.5, 0.5, 0.0])), jnp.log(jnp.array([0.25, 0.25, 0.5]))
+      >>> print(f"{entreg.kl_divergence(p, q):.4f} {entreg.kl_divergence(q, p)}")  # log 2; inf
+      0.6931 inf
     """
     p, q, axis = _pair(p_logits, q_logits, where, axis)
     return _kl(p, q, axis)
@@ -64,7 +78,13 @@ def _js(p: _masked.Dist, q: _masked.Dist, axis: int) -> jax.Array:
     return 0.5 * jnp.sum(terms, axis=axis)
 
 
-def js_divergence(p_logits, q_logits, *, axis: int = -1, where=None) -> jax.Array:
+def js_divergence(
+    p_logits: Float[ArrayLike, "*batch v"],
+    q_logits: Float[ArrayLike, "*batch v"],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Jensen-Shannon divergence JS = KL(p || m)/2 + KL(q || m)/2, m = (p + q)/2 (Lin 1991).
 
     Symmetric, always finite, 0 <= JS <= log 2.
@@ -80,7 +100,12 @@ def _squared_hellinger(p, q, axis):
 
 
 def _total_variation(p, q, axis):
-    return 0.5 * jnp.sum(_masked.abs_zero_grad(p.p - q.p), axis=axis)
+    diff = p.p - q.p
+    # |p - q| is not differentiable at p = q; its gradient there is taken as 0. A difference
+    # within round-off of p + q counts as a tie: jit may fuse the two softmaxes differently,
+    # and a sign taken from round-off would make the gradient of TV(p, p) depend on it.
+    tie = jnp.abs(diff) <= 8.0 * jnp.finfo(diff.dtype).eps * (p.p + q.p)
+    return 0.5 * jnp.sum(_masked.abs_zero_grad(jnp.where(tie, 0.0, diff)), axis=axis)
 
 
 def _log_max(dtype) -> float:
@@ -141,8 +166,14 @@ def _alpha(p, q, axis, alpha: float):
 
 
 def f_divergence(
-    p_logits, q_logits, kind: str, *, alpha: float | None = None, axis: int = -1, where=None
-) -> jax.Array:
+    p_logits: Float[ArrayLike, "*batch v"],
+    q_logits: Float[ArrayLike, "*batch v"],
+    kind: str,
+    *,
+    alpha: float | None = None,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""f-divergence D_f(p || q) = sum_j q_j f(p_j / q_j) (Csiszar 1967; Ali & Silvey 1966).
 
     ``kind`` selects f (t = p/q), each evaluated in the log domain:
@@ -177,6 +208,7 @@ def f_divergence(
         raise ValueError(f"`alpha` is only used with kind='alpha', got kind={kind!r}.")
     p, q, axis = _pair(p_logits, q_logits, where, axis)
     if kind == "alpha":
+        assert alpha is not None  # validated above
         return _alpha(p, q, axis, alpha)
     return _BY_KIND[kind](p, q, axis)
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from entreg import _masked
+from entreg._typing import Array, Float, Shaped
 from entreg.attention import visible_keys
 
 __all__ = ["ENTROPY", "EntropyAttention", "collect", "entropy_attention_fn"]
@@ -24,11 +25,11 @@ ENTROPY = "attention_entropy"
 
 
 def entropy_attention_fn(
-    query,
-    key,
-    value,
-    bias=None,
-    mask=None,
+    query: Float[Array, "*batch q heads d"],
+    key: Float[Array, "*batch k heads d"],
+    value: Float[Array, "*batch k heads dv"],
+    bias: Float[Array, "*#batch #heads #q #k"] | None = None,
+    mask: Shaped[Array, "*#batch #heads #q #k"] | None = None,
     broadcast_dropout: bool = True,
     dropout_rng=None,
     dropout_rate: float = 0.0,
@@ -38,7 +39,7 @@ def entropy_attention_fn(
     module: nnx.Module | None = None,
     promote_dtype=nnx.nn.dtypes.promote_dtype,
     is_causal: bool = False,
-):
+) -> Float[Array, "*batch q heads dv"]:
     """`nnx.dot_product_attention` with per-head entropy sown on ``module`` when given.
 
     Layout as in flax: q [batch..., q, heads, d], k/v [batch..., kv, heads, d]; mask True = attend.
@@ -81,7 +82,8 @@ class EntropyAttention(nnx.MultiHeadAttention):
             raise TypeError("EntropyAttention fixes `attention_fn`; use nnx.MultiHeadAttention.")
         super().__init__(*args, attention_fn=entropy_attention_fn, **kwargs)
 
-    def __call__(self, *args, sow_weights: bool = True, **kwargs):
+    def __call__(self, *args, sow_weights: bool = True, **kwargs) -> Array:
+        """`nnx.MultiHeadAttention.__call__` that also sows the per-head entropy."""
         # sow_weights=True is how flax hands the module to attention_fn, which sows the entropy.
         return super().__call__(*args, sow_weights=sow_weights, **kwargs)
 
@@ -106,5 +108,8 @@ def collect(source, *names: str) -> dict[str, tuple[jax.Array, ...]]:
             found[name].extend(value if isinstance(value, tuple) else (value,))
     empty = [n for n, v in found.items() if not v]
     if empty:
-        raise ValueError(f"Nothing was sown under {empty}; run the model's forward first.")
+        raise ValueError(
+            f"Nothing was sown under `names` {empty}; run the model's forward first (inside "
+            "nnx.capture)."
+        )
     return {n: tuple(v) for n, v in found.items()}

@@ -6,10 +6,10 @@ Distribution" (ICML 2024).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from entreg import _checks
+from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 
 def _k(ratio):
@@ -18,7 +18,13 @@ def _k(ratio):
     return jnp.where(ratio > 0, ratio * (jnp.log(safe) - 1.0), 0.0)
 
 
-def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
+def score_entropy(
+    log_score: Float[ArrayLike, "*batch v"],
+    ratio: Float[ArrayLike, "*batch v"],
+    *,
+    axis: int = -1,
+    where: Bool[ArrayLike, "*#batch #v"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Score entropy between predicted ratios s = exp(``log_score``) and target ratios r.
 
         SE(s, r) = sum_y [ s_y - r_y log s_y + K(r_y) ],   K(r) = r (log r - 1),  K(0) = 0
@@ -28,6 +34,8 @@ def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
     ``log_score``. ``dSE / dlog s_y = s_y - r_y``. K(r) does not depend on the prediction but stays
     in the value: it is what makes the denoising form a likelihood bound. Zero ratios are safe
     (their term is s_y, and the gradient with respect to ``ratio`` there is finite, -log s_y).
+    A zero predicted score (``log_score = -inf``) gives 0 where r = 0 and +inf where r > 0, with
+    the finite gradient of the other terms.
 
     Args:
       log_score: predicted log-ratios [..., V] (unconstrained, e.g. a network's output).
@@ -35,10 +43,20 @@ def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
         entries are outside the domain: an eager call raises, a traced one returns NaN there.
       axis: the vocabulary axis summed over.
       where: boolean mask broadcasting to ``log_score``; False entries do not count (e.g. y = x_t,
-        or entries with zero transition rate).
+        or entries with zero transition rate), whatever they hold (NaN included), in value and
+        gradient.
 
     Returns:
       Score entropy with ``axis`` reduced, accumulated in at least float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> ratio = jnp.array([1.0, 0.0, 2.0])
+      >>> print(f"{entreg.score_entropy(jnp.log(ratio), ratio):.4f}")  # exact ratios: 0
+      0.0000
+      >>> print(f"{entreg.score_entropy(jnp.zeros(3), ratio):.4f}")  # 2 - 2 log 2
+      1.3863
     """
     s = _checks.float_array(log_score, "log_score")
     r = _checks.float_array(ratio, "ratio")
@@ -46,8 +64,15 @@ def score_entropy(log_score, ratio, *, axis: int = -1, where=None) -> jax.Array:
     axis = _checks.normalize_axis(axis, s.ndim, "log_score")
     r = _checks.nonnegative(r, "ratio", "ratios of probabilities")
     s, r = jnp.broadcast_arrays(*(x.astype(jnp.result_type(s, r)) for x in (s, r)))
-    terms = jnp.exp(s) - r * s + _k(r)
-    if where is not None:
+    if where is not None:  # excluded entries may hold anything: replaced before any arithmetic
         valid = _checks.broadcast_bool(where, s.shape, "where", "log_score")
+        s, r = jnp.where(valid, s, 0.0), jnp.where(valid, r, 1.0)
+    # A score of 0 (log_score = -inf): the term is 0 where r = 0 (r log s -> 0) and +inf where
+    # r > 0; the finite remainder keeps its gradient.
+    zero_score = s == -jnp.inf
+    s_safe = jnp.where(zero_score, 0.0, s)
+    terms = jnp.where(zero_score, 0.0, jnp.exp(s_safe) - r * s_safe) + _k(r)
+    if where is not None:
         terms = jnp.where(valid, terms, 0.0)
-    return jnp.sum(terms, axis=axis)
+    value = jnp.sum(terms, axis=axis)
+    return _masked.plus_inf_where(value, jnp.any(zero_score & (r > 0), axis=axis))

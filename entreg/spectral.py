@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from entreg import _checks, _spectrum
-
-
-def _scale(entropy: jax.Array, base) -> jax.Array:
-    if base is None:
-        return entropy
-    base = _checks.real_scalar(base, "base", minimum=0.0)
-    if base <= 0 or base == 1:
-        raise ValueError(f"`base` must be positive and not 1, got {base}.")
-    return entropy / math.log(base)
+from entreg import _checks, _masked, _spectrum
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, PRNGKeyArray, Scalar
 
 
 def _matrix(x, name: str) -> jax.Array:
@@ -50,7 +43,8 @@ def _features(x, name: str = "features") -> jax.Array:
 
 
 def _row_weights(weights, where, rows: tuple[int, ...], dtype) -> jax.Array | None:
-    """Per-row weights of shape ``rows`` from ``weights`` (>= 0) and a boolean row mask."""
+    """Per-row weights of shape ``rows`` from ``weights`` (>= 0) and a boolean row mask; rows
+    with weight 0 are left out (see `_drop_rows`)."""
     w = None
     if weights is not None:
         w = _checks.float_array(weights, "weights")
@@ -62,35 +56,48 @@ def _row_weights(weights, where, rows: tuple[int, ...], dtype) -> jax.Array | No
     return w
 
 
-def _unit_rows(x: jax.Array) -> jax.Array:
-    """Rows scaled to unit norm; an all-zero row stays zero with a zero gradient."""
-    sq = jnp.sum(x * x, axis=-1, keepdims=True)
-    nonzero = sq > 0
-    return jnp.where(nonzero, x * jax.lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+def _drop_rows(x: jax.Array, w: jax.Array | None) -> jax.Array:
+    """Zeroes the rows of zero weight BEFORE any arithmetic: left-out rows may hold NaN
+    (padding), which must reach neither the value nor the gradient."""
+    return x if w is None else jnp.where((w > 0)[..., None], x, 0.0)
 
 
 def _second_moment(x: jax.Array, w: jax.Array | None) -> jax.Array:
     """The smaller of X^T W X [d, d] and W^1/2 X X^T W^1/2 [N, N]: same nonzero spectrum."""
     n, d = x.shape[-2:]
-    if w is not None:
-        x = x * jnp.sqrt(w)[..., None]
     xt = jnp.swapaxes(x, -1, -2)
-    return xt @ x if d <= n else x @ xt
+    if d <= n:
+        return xt @ (x if w is None else x * w[..., None])
+    return x @ xt if w is None else (x @ xt) * _masked.weight_outer(w)
 
 
 def _feature_entropy(x, w, order: float, eps) -> jax.Array:
     m = _second_moment(x, w)
     eps = _spectrum.check_eps(eps, m.shape[-1], m.dtype)
     if order == 2.0:
-        trace = jnp.trace(m, axis1=-2, axis2=-1)
-        frob = jnp.sum(m * m, axis=(-2, -1))
-        return -jnp.log(jnp.where(trace > 0, frob, 1.0) / jnp.where(trace > 0, trace, 1.0) ** 2)
+        return _collision_entropy(m)
     return _spectrum.entropy_of_spectrum(_spectrum.eigvalsh(m), order, eps)
 
 
+def _collision_entropy(k: jax.Array) -> jax.Array:
+    """S_2 = -log(||K||_F^2 / (tr K)^2) of a symmetric PSD K, scaled first (scale invariant) so
+    that tiny matrices keep a finite gradient; 0 for the zero matrix."""
+    flat = k.reshape((*k.shape[:-2], -1))
+    k = k / _spectrum.unit_scale(flat)[..., None]
+    trace = jnp.trace(k, axis1=-2, axis2=-1)
+    frob = jnp.sum(k * k, axis=(-2, -1))
+    ok = trace > 0
+    return -jnp.log(jnp.where(ok, frob, 1.0) / jnp.where(ok, trace, 1.0) ** 2)
+
+
 def spectral_entropy(
-    eigenvalues, *, order: float = 1.0, axis: int = -1, eps: float | None = None, base=None
-) -> jax.Array:
+    eigenvalues: Float[ArrayLike, "*batch n"],
+    *,
+    order: float = 1.0,
+    axis: int = -1,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Renyi entropy of order q of a spectrum normalized to sum one.
 
         p = lambda / sum(lambda),   S_q = log(sum_{p_i > eps} p_i^q) / (1 - q)
@@ -114,10 +121,16 @@ def spectral_entropy(
     lam = jnp.moveaxis(lam, axis, -1)
     q = _spectrum.check_order(order)
     eps = _spectrum.check_eps(eps, lam.shape[-1], lam.dtype)
-    return _scale(_spectrum.entropy_of_spectrum(lam, q, eps), base)
+    return _checks.in_base(_spectrum.entropy_of_spectrum(lam, q, eps), base)
 
 
-def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base=None) -> jax.Array:
+def matrix_entropy(
+    matrix: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Matrix Renyi entropy of order q (Sanchez Giraldo, Rao & Principe 2015) of a PSD matrix.
 
         A = K / tr K,   S_q(A) = log(tr A^q) / (1 - q),   S_1(A) = -tr(A log A)
@@ -132,16 +145,20 @@ def matrix_entropy(matrix, *, order: float = 1.0, eps: float | None = None, base
     """
     k = _matrix(matrix, "matrix")
     q = _spectrum.check_order(order)
-    if q == 2.0:
-        trace = jnp.trace(k, axis1=-2, axis2=-1)
-        frob = jnp.sum(jnp.square(_spectrum.symmetrize(k)), axis=(-2, -1))
-        ok = trace > 0
-        return _scale(-jnp.log(jnp.where(ok, frob, 1.0) / jnp.where(ok, trace, 1.0) ** 2), base)
     eps = _spectrum.check_eps(eps, k.shape[-1], k.dtype)
-    return _scale(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
+    if q == 2.0:
+        return _checks.in_base(_collision_entropy(_spectrum.symmetrize(k)), base)
+    return _checks.in_base(_spectrum.entropy_of_spectrum(_spectrum.eigvalsh(k), q, eps), base)
 
 
-def joint_matrix_entropy(a, b, *, order: float = 1.0, eps: float | None = None, base=None):
+def joint_matrix_entropy(
+    a: Float[ArrayLike, "*batch n n"],
+    b: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Joint matrix Renyi entropy S_q(A, B) = S_q(A o B / tr(A o B)) (Hadamard product; Sanchez
     Giraldo et al. 2015) of two PSD Gram matrices over the same n samples [..., n, n]."""
     a, b = _matrix(a, "a"), _matrix(b, "b")
@@ -149,15 +166,25 @@ def joint_matrix_entropy(a, b, *, order: float = 1.0, eps: float | None = None, 
     return matrix_entropy(a * b, order=order, eps=eps, base=base)
 
 
-def matrix_mutual_information(a, b, *, order: float = 1.0, eps: float | None = None, base=None):
+def matrix_mutual_information(
+    a: Float[ArrayLike, "*batch n n"],
+    b: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    eps: float | None = None,
+    base: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Matrix-based mutual information I_q(A; B) = S_q(A) + S_q(B) - S_q(A, B) (Sanchez Giraldo
     et al. 2015) between two Gram matrices over the same samples. >= 0 for q = 1 with unit
     diagonals; information-bottleneck studies use q = 1.01 and ``base=2``."""
-    kw = {"order": order, "eps": eps, "base": base}
+    _matrix(a, "a"), _matrix(b, "b")
+    kw: dict[str, Any] = {"order": order, "eps": eps, "base": base}
     return matrix_entropy(a, **kw) + matrix_entropy(b, **kw) - joint_matrix_entropy(a, b, **kw)
 
 
-def effective_rank(matrix, *, order: float = 1.0, eps: float | None = None) -> jax.Array:
+def effective_rank(
+    matrix: Float[ArrayLike, "*batch m n"], *, order: float = 1.0, eps: float | None = None
+) -> Float[Array, "*batch"]:
     r"""Effective rank of a matrix [..., m, n] from its SINGULAR values (Roy & Vetterli 2007):
 
         p_i = sigma_i / sum_j sigma_j,   erank = exp(S_q(p))   (q = 1 in the paper)
@@ -178,13 +205,13 @@ def effective_rank(matrix, *, order: float = 1.0, eps: float | None = None) -> j
 
 
 def von_neumann_entropy(
-    features,
+    features: Float[ArrayLike, "*batch n d"],
     *,
     order: float = 1.0,
     normalize: bool = True,
-    where=None,
+    where: Bool[ArrayLike, "*#batch n"] | None = None,
     eps: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*batch"]:
     r"""Von Neumann entropy of a representation (VNE; Kim et al., CVPR 2023).
 
         Z = rows of ``features`` scaled to unit norm,   rho = Z^T Z / N  (d x d, trace 1),
@@ -202,23 +229,32 @@ def von_neumann_entropy(
       normalize: scale rows to unit norm first (as the paper); all-zero rows are left out.
       where: boolean row mask [..., N]; False rows are left out (padding).
       eps: see the module docstring.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> x = jnp.eye(4)  # isotropic: the maximum, log 4
+      >>> print(f"{entreg.von_neumann_entropy(x):.4f}")
+      1.3863
     """
     x = _features(features)
     q = _spectrum.check_order(order)
+    w = _row_weights(None, where, x.shape[:-1], x.dtype)
+    x = _drop_rows(x, w)
     if normalize:
-        x = _unit_rows(x)
-    return _feature_entropy(x, _row_weights(None, where, x.shape[:-1], x.dtype), q, eps)
+        x = _masked.unit_rows(x)
+    return _feature_entropy(x, w, q, eps)
 
 
 def log_vendi_score(
-    features,
+    features: Float[ArrayLike, "*batch n d"],
     *,
     order: float = 1.0,
     kernel: Callable | None = None,
-    weights=None,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
     normalize: bool = True,
     eps: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*batch"]:
     r"""log VS_q: the Renyi entropy of order q of the similarity matrix's normalized spectrum.
 
     See `vendi_score`; the log is the scale to optimize (its gradient is the one Vendi sampling
@@ -226,10 +262,12 @@ def log_vendi_score(
     """
     x = _features(features)
     q = _spectrum.check_order(order)
+    w = _row_weights(weights, None, x.shape[:-1], x.dtype)
+    x = _drop_rows(x, w)
     if kernel is None:
         if normalize:
-            x = _unit_rows(x)
-        return _feature_entropy(x, _row_weights(weights, None, x.shape[:-1], x.dtype), q, eps)
+            x = _masked.unit_rows(x)
+        return _feature_entropy(x, w, q, eps)
     if not callable(kernel):
         raise TypeError(f"`kernel` must be a function k(x, y) -> scalar, got {kernel!r}.")
     batch = x.shape[:-2]
@@ -240,14 +278,14 @@ def log_vendi_score(
 
 
 def vendi_score(
-    features,
+    features: Float[ArrayLike, "*batch n d"],
     *,
     order: float = 1.0,
     kernel: Callable | None = None,
-    weights=None,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
     normalize: bool = True,
     eps: float | None = None,
-) -> jax.Array:
+) -> Float[Array, "*batch"]:
     r"""Vendi score of order q of a set of samples (Friedman & Dieng 2023; Pasarkar & Dieng 2024).
 
         K_ij = k(x_i, x_j) with k(x, x) = 1,   lambda = eig(K / n),
@@ -269,6 +307,13 @@ def vendi_score(
       weights: non-negative sample weights [..., n] (zero leaves a sample out).
       normalize: for the cosine kernel, scale rows to unit norm (False: linear kernel).
       eps: see the module docstring.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import entreg
+      >>> x = jnp.concatenate([jnp.eye(3), jnp.eye(3)])  # 3 distinct samples, twice each
+      >>> print(f"{entreg.vendi_score(x):.4f}")
+      3.0000
     """
     return jnp.exp(
         log_vendi_score(
@@ -278,20 +323,29 @@ def vendi_score(
 
 
 def log_vendi_score_from_kernel(
-    kernel_matrix, *, order: float = 1.0, weights=None, eps: float | None = None
-) -> jax.Array:
+    kernel_matrix: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
+    eps: float | None = None,
+) -> Float[Array, "*batch"]:
     """log VS_q from a similarity matrix [..., n, n]; see `vendi_score_from_kernel`."""
     k = _matrix(kernel_matrix, "kernel_matrix")
     if weights is not None:
         w = _row_weights(weights, None, k.shape[:-1], k.dtype)
-        root = jnp.sqrt(w)
-        k = k * root[..., :, None] * root[..., None, :]
+        assert w is not None  # weights were given
+        kept = w > 0  # entries of left-out samples may hold anything (NaN): dropped first
+        k = jnp.where(kept[..., :, None] & kept[..., None, :], k, 0.0) * _masked.weight_outer(w)
     return matrix_entropy(k, order=order, eps=eps)
 
 
 def vendi_score_from_kernel(
-    kernel_matrix, *, order: float = 1.0, weights=None, eps: float | None = None
-) -> jax.Array:
+    kernel_matrix: Float[ArrayLike, "*batch n n"],
+    *,
+    order: float = 1.0,
+    weights: Float[ArrayLike, "*#batch n"] | None = None,
+    eps: float | None = None,
+) -> Float[Array, "*batch"]:
     r"""Vendi score of order q from a PSD similarity matrix K [..., n, n] with unit diagonal:
     exp(S_q) of the eigenvalues of K / n, or of K o sqrt(p) sqrt(p)^T with sample ``weights``
     p (normalized to sum one). Equivalent to `vendi_score` with the kernel that built K; order
@@ -310,10 +364,11 @@ def _dse(x, keep, sigma: float, t: float, drop_trivial: bool, eps) -> jax.Array:
     deg = jnp.sum(gram, axis=-1)
     inv = jnp.where(deg > 0, jax.lax.rsqrt(jnp.where(deg > 0, deg, 1.0)), 0.0)
     lam = _spectrum.eigvalsh(gram * inv[:, None] * inv[None, :])
-    if t != 1.0:
-        # Round-off zeros are dropped before the power, which would lift them above eps.
-        keep = lam > eps * jnp.sum(lam)
-        lam = jnp.where(keep, jnp.where(keep, lam, 1.0) ** t, 0.0)
+    # Round-off zeros are cut relative to the WHOLE spectrum, before the power (which would lift
+    # them above eps) and before the trivial eigenvalue is dropped (after which the round-off of
+    # constant data would be renormalized into an entropy).
+    keep = lam > eps * jnp.sum(jnp.maximum(lam, 0.0))
+    lam = jnp.where(keep, jnp.where(keep, lam, 1.0) ** t, 0.0)
     if drop_trivial:
         lam = lam[..., :-1]  # ascending: the trivial eigenvalue 1 comes last
     return _spectrum.entropy_of_spectrum(lam, 1.0, eps)
@@ -333,15 +388,15 @@ def _dse_args(features, sigma, t, eps):
 
 
 def diffusion_spectral_entropy(
-    features,
+    features: Float[ArrayLike, "n d"],
     *,
     sigma: float = 10.0,
     t: float = 1,
     drop_trivial: bool = False,
     base: float | None = 2.0,
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     eps: float | None = None,
-) -> jax.Array:
+) -> Scalar:
     r"""Diffusion spectral entropy (DSE; Liao, Liu et al. 2023) of a point cloud [N, d].
 
         G_ij = exp(-||z_i - z_j||^2 / (2 sigma^2)),   D = diag(G 1),   K = D^-1/2 G D^-1/2,
@@ -367,13 +422,13 @@ def diffusion_spectral_entropy(
         if where is None
         else _checks.broadcast_bool(where, x.shape[:1], "where", "features rows")
     )
-    return _scale(_dse(x, keep, sigma, t, drop_trivial, eps), base)
+    return _checks.in_base(_dse(_drop_rows(x, keep), keep, sigma, t, drop_trivial, eps), base)
 
 
 def diffusion_spectral_mutual_information(
-    key,
-    features,
-    labels,
+    key: PRNGKeyArray,
+    features: Float[ArrayLike, "n d"],
+    labels: Integer[ArrayLike, " n"],
     *,
     num_classes: int,
     repetitions: int = 5,
@@ -381,9 +436,9 @@ def diffusion_spectral_mutual_information(
     t: float = 1,
     drop_trivial: bool = False,
     base: float | None = 2.0,
-    where=None,
+    where: Bool[ArrayLike, " n"] | None = None,
     eps: float | None = None,
-) -> jax.Array:
+) -> Scalar:
     r"""Diffusion spectral mutual information between a point cloud and its labels (DSMI).
 
         DSMI(Z; Y) = sum_c p(c) [ mean_r DSE(Z_{R_c,r}) - DSE(Z | Y = c) ]
@@ -417,6 +472,8 @@ def diffusion_spectral_mutual_information(
         if where is None
         else _checks.broadcast_bool(where, (n,), "where", "features rows")
     )
+    _checks.index_range(labels, "labels", num_classes)
+    x = _drop_rows(x, valid)
     member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid  # [C, N]
     counts = jnp.sum(member, axis=-1)
     # Random size-matched subsets: the n_c valid rows with the smallest uniform scores. Class c
@@ -431,19 +488,19 @@ def diffusion_spectral_mutual_information(
     dse = jax.lax.map(lambda m: _dse(x, m, sigma, t, drop_trivial, eps), masks)
     dse = dse.reshape(repetitions + 1, num_classes)
     p = counts / jnp.maximum(jnp.sum(valid), 1)
-    return _scale(jnp.sum(p * (jnp.mean(dse[1:], axis=0) - dse[0])), base)
+    return _checks.in_base(jnp.sum(p * (jnp.mean(dse[1:], axis=0) - dse[0])), base)
 
 
 def stochastic_spectral_entropy(
-    key,
-    matvec: Callable[[jax.Array], jax.Array],
+    key: PRNGKeyArray,
+    matvec: Callable[[Float[Array, " n"]], Float[Array, " n"]],
     size: int,
     *,
     order: float = 1.0,
     num_probes: int = 32,
     num_steps: int = 32,
-    base=None,
-) -> tuple[jax.Array, jax.Array]:
+    base: float | None = None,
+) -> tuple[Scalar, Scalar]:
     r"""Matrix-free estimate of S_q(A / tr A) for a PSD operator A given only v -> A v.
 
     Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017): for each of ``num_probes``
@@ -460,7 +517,10 @@ def stochastic_spectral_entropy(
       (estimate, standard error). The error is the probe noise (delta method over probes), which
       shrinks as 1 / sqrt(num_probes); the quadrature error is exponentially small in
       ``num_steps`` for spectra away from zero and is not included. Orders 0 and inf have no
-      smooth trace form and are refused.
+      smooth trace form and are refused. Ritz values at round-off level count as zero, and the
+      zero operator gives 0. The estimate is a measurement, not a training signal: it carries
+      no gradient (Lanczos has none where it breaks down, e.g. at the identity or a low-rank
+      operator); train through `matrix_entropy` or `von_neumann_entropy` instead.
     """
     q = _spectrum.check_order(order)
     if q in (0.0, math.inf):
@@ -477,7 +537,10 @@ def stochastic_spectral_entropy(
         key, (num_probes, size), dtype=jax.dtypes.canonicalize_dtype(jnp.float64)
     )
     theta, tau2 = jax.vmap(lambda v: _lanczos(matvec, v, steps))(probes)
-    theta = jnp.maximum(theta, 0.0)
+    # Ritz values at round-off level of the largest are zeros (as eigenvalues below eps are in
+    # the other spectral functions): x^q with q < 1 would otherwise lift them.
+    cut = _spectrum.default_eps(size, theta.dtype) * jnp.max(theta, axis=-1, keepdims=True)
+    theta = jnp.where(theta > cut, theta, 0.0)
     pos = theta > 0
     safe = jnp.where(pos, theta, 1.0)
     traces = size * jnp.sum(tau2 * theta, axis=-1)  # [P]
@@ -487,14 +550,18 @@ def stochastic_spectral_entropy(
         f = jnp.where(pos, safe**q, 0.0)
     fsum = size * jnp.sum(tau2 * f, axis=-1)  # [P]
     tr, g = jnp.mean(traces), jnp.mean(fsum)
+    nonzero = (tr > 0) & (g > 0 if q != 1.0 else True)  # the zero operator has entropy 0
+    tr_safe, g_safe = jnp.where(nonzero, tr, 1.0), jnp.where(nonzero, g, 1.0)
     if q == 1.0:
-        value = jnp.log(tr) - g / tr
-        influence = -fsum / tr + (1.0 / tr + g / tr**2) * traces
+        value = jnp.log(tr_safe) - g / tr_safe
+        influence = -fsum / tr_safe + (1.0 / tr_safe + g / tr_safe**2) * traces
     else:
-        value = (jnp.log(g) - q * jnp.log(tr)) / (1.0 - q)
-        influence = (fsum / g - q * traces / tr) / (1.0 - q)
+        value = (jnp.log(g_safe) - q * jnp.log(tr_safe)) / (1.0 - q)
+        influence = (fsum / g_safe - q * traces / tr_safe) / (1.0 - q)
     stderr = jnp.std(influence, ddof=1) / math.sqrt(num_probes)
-    return _scale(value, base), _scale(stderr, base)
+    value, stderr = (jnp.where(nonzero, x, 0.0) for x in (value, stderr))
+    # No gradient: Lanczos' derivative is undefined where it breaks down (identity, low rank).
+    return jax.lax.stop_gradient((_checks.in_base(value, base), _checks.in_base(stderr, base)))
 
 
 def _lanczos(matvec, v, steps: int):

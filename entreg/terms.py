@@ -41,6 +41,9 @@ Weight = float | Callable[[jax.Array], jax.Array]
 
 
 class TermResult(NamedTuple):
+    """What a term returns at one step: the measured value, its weight, its signed loss
+    contribution, its next state and extra metrics."""
+
     value: jax.Array  # the measured quantity (differentiable)
     weight: jax.Array  # the effective non-negative coefficient at this step
     loss: jax.Array  # the contribution to the total loss, sign included
@@ -49,17 +52,23 @@ class TermResult(NamedTuple):
 
 
 class ConstraintState(NamedTuple):
+    """State of `constraint`: the Lagrange multiplier (>= 0, no gradient)."""
+
     multiplier: jax.Array
 
 
 class BandState(NamedTuple):
+    """State of `band_penalty`: the running reference and the number of updates."""
+
     reference: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, kept for the API
 
 
 class EmaState(NamedTuple):
+    """State of `ema_metric`: the debiased running mean and the number of updates."""
+
     mean: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, kept for the API
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +82,20 @@ class LossTerm:
     enabled: bool = True
 
     def __mul__(self, factor: float) -> LossTerm:
+        """``factor * term``: the same term with its weight and contribution scaled (>= 0)."""
         factor = _checks.real_scalar(factor, "factor", minimum=0.0)
         return dataclasses.replace(self, scale=self.scale * factor)
 
     __rmul__ = __mul__
 
     def disabled(self) -> LossTerm:
+        """The same term, left out of the composition (its name and state slot are kept)."""
         return dataclasses.replace(self, enabled=False)
 
     def __call__(self, signals: Signals, state: Any, step=None) -> TermResult:
         """Applies the term, with its scale folded into the weight and the contribution."""
         r = self.apply(signals, state, step)
-        return r._replace(weight=self.scale * r.weight, loss=self.scale * r.loss)
+        return r._replace(weight=self.scale * r.weight, loss=weighted(self.scale, r.loss))
 
 
 def weight_fn(weight: Weight, name: str) -> Callable[[Any], jax.Array]:
@@ -117,9 +128,15 @@ def _fixed_sign_term(name: str, measure: Measure, weight: Weight, sign: float) -
     def apply(signals, state, step):
         v = measured(measure, signals, name)
         w = weight_at(step)
-        return TermResult(v, w, sign * w * v, state, {})
+        return TermResult(v, w, weighted(w, sign * v), state, {})
 
     return LossTerm(name, init=lambda: (), apply=apply)
+
+
+def weighted(w: jax.typing.ArrayLike, x: jax.Array) -> jax.Array:
+    """w * x, and exactly 0 where w = 0: a switched-off term on an infinite measurement (a KL
+    is +inf where supports differ) contributes 0 instead of 0 * inf = NaN."""
+    return jnp.where(w == 0, 0.0, w * x)
 
 
 def penalty(name: str, measure: Measure, weight: Weight = 1.0) -> LossTerm:
@@ -178,7 +195,9 @@ def constraint(
         violation = sign * (bound - v)
         new_lam = jnp.maximum(0.0, lam + lr * jax.lax.stop_gradient(violation))
         extras = {"bound": jnp.asarray(bound, jnp.float32), "violation": violation}
-        loss = lam * violation + 0.5 * damping * jax.nn.relu(violation) ** 2
+        loss = weighted(lam, violation)
+        if damping:
+            loss = loss + 0.5 * damping * jax.nn.relu(violation) ** 2
         return TermResult(v, lam, loss, ConstraintState(new_lam), extras)
 
     return LossTerm(name, init=init, apply=apply)
@@ -243,7 +262,7 @@ def band_penalty(
         w = weight_at(step)
         new_ref, count = _running_mean(state.reference, state.count, v, decay)
         extras = {"reference": ref, "penalty": pen}
-        return TermResult(v, w, w * pen, BandState(new_ref, count), extras)
+        return TermResult(v, w, weighted(w, pen), BandState(new_ref, count), extras)
 
     return LossTerm(name, init=init, apply=apply)
 

@@ -53,7 +53,7 @@ def _forward_kernel(
     def body(kj, carry):
         kb, vb = k_ref[pl.ds(kj * bk, bk), :], v_ref[pl.ds(kj * bk, bk), :]
         s = scores(q, kb, visible(None, causal, kv_len, qi * bq, kj * bk, bq, bk), scale, acc)
-        return attend_block(*carry, s, vb, acc)
+        return attend_block(*carry, s, vb, acc)  # type: ignore[call-arg]  # mypy miscounts *carry
 
     state, o = jax.lax.fori_loop(
         0, key_blocks_for(qi, bq, bk, nk, causal), body, init_state((bq,), q.shape[-1], acc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ _GRID_NAMES = ("g0", "g1", "g2")
 
 @dataclasses.dataclass(frozen=True)
 class _Transposed:
-    ref: object
+    ref: Any  # a Pallas ref
 
 
 class Hopper:
@@ -238,11 +239,15 @@ def round_up(n: int, multiple: int = TILE) -> int:
     return -(-n // multiple) * multiple
 
 
-def stream(lo, hi, fetch, body, init):
+def stream(lo, hi, fetch, body, init, *, blocks: int):
     """``fori_loop`` over blocks [lo, hi) double-buffered in two shared-memory slots: blocks lo
     and lo + 1 are fetched up front and block j + 2 as soon as block j's slot is free.
-    ``fetch(j, slot)`` starts the copies, ``body(j, slot, carry)`` waits for them and computes."""
+    ``fetch(j, slot)`` starts the copies, ``body(j, slot, carry)`` waits for them and computes.
+    ``blocks`` is the static number of blocks in the operand: a prefetch whose static index is
+    past it is not even traced (its slice would be out of bounds, although never executed)."""
     for s in range(2):
+        if isinstance(lo, int) and lo + s >= blocks:
+            continue
         pl.when(lo + s < hi)(functools.partial(fetch, lo + s, s))
 
     def step(j, carry):

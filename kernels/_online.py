@@ -70,3 +70,8 @@ def summary(state):
     masked by the caller, who knows its convention."""
     m, s, u = state
     return m + jnp.log(s), m + u / s, jnp.log(s) - u / s
+
+
+def varying(tree, axis_name):
+    """Mark a scan's initial carry as varying over a mapped axis (shard_map typing)."""
+    return tree if axis_name is None else jax.lax.pcast(tree, axis_name, to="varying")

@@ -44,7 +44,7 @@ def _forward_kernel(
 
     def body(i, carry):
         z, cols, _ = _chunk(h, w_ref, i, chunk, tau, valid_vocab)
-        return fold_chunk(*carry, z, cols, labels)
+        return fold_chunk(*carry, z, cols, labels)  # type: ignore[call-arg]  # mypy miscounts *carry
 
     state, zy = jax.lax.fori_loop(0, nv, body, init_state(h.shape[0], tau.dtype))
     lse, mean_z, ent = _online.summary(state)

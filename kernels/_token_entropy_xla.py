@@ -74,11 +74,6 @@ def logit_grads(z, cols, labels, lse, mean_z, g_logp, g_ent):
     return dz, jnp.sum(jnp.where(p > 0, dz * z, 0.0), axis=-1)
 
 
-def _varying(tree, axis_name):
-    """Mark a scan's initial carry as varying over the vocabulary axis (shard_map typing)."""
-    return tree if axis_name is None else jax.lax.pcast(tree, axis_name, to="varying")
-
-
 def _offset(weight, axis_name):
     """Global index of this device's first vocabulary column."""
     return 0 if axis_name is None else jax.lax.axis_index(axis_name) * weight.shape[1]
@@ -88,11 +83,11 @@ def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
     """(m, s, u, z_y) of this device's columns of ``weight``, chunk by chunk."""
     t, acc = h.shape[0], accumulation_dtype(h, weight)
     offset = _offset(weight, axis_name)
-    init = _varying(init_state(t, acc), axis_name)
+    init = _online.varying(init_state(t, acc), axis_name)
 
     def step(carry, i):
         z, cols, _, _ = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset)
-        return fold_chunk(*carry, z, cols, labels), None
+        return fold_chunk(*carry, z, cols, labels), None  # type: ignore[call-arg]  # mypy miscounts *carry
 
     return jax.lax.scan(step, init, jnp.arange(-(-weight.shape[1] // chunk)))[0]
 
@@ -146,7 +141,7 @@ def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
         dw = jax.lax.dynamic_update_slice_in_dim(dw, dw_chunk, start, 1)
         return (dh, dw), -jnp.sum(dz_z) / tau
 
-    init = _varying((jnp.zeros(h.shape, acc), jnp.zeros(weight.shape, acc)), axis_name)
+    init = _online.varying((jnp.zeros(h.shape, acc), jnp.zeros(weight.shape, acc)), axis_name)
     (dh, dw), dtau = jax.lax.scan(step, init, jnp.arange(-(-v // chunk)))
     dtau = jnp.sum(dtau)
     if axis_name is not None:  # h and tau are replicated over the vocabulary shards

@@ -7,6 +7,7 @@ import math
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 from entreg.attention import visible_keys
 
 from . import _attention_mosaic, _attention_triton, _attention_xla, _mosaic, _triton
@@ -20,7 +21,15 @@ def _heads_major(x, groups: int):
     return jnp.repeat(jnp.swapaxes(x, 1, 2), groups, axis=1)
 
 
-def reference_attention_with_entropy(query, key, value, *, mask=None, is_causal=False, scale=None):
+def reference_attention_with_entropy(
+    query: Float[ArrayLike, "*b t n d"],
+    key: Float[ArrayLike, "*b s k d"],
+    value: Float[ArrayLike, "*b s k d"],
+    *,
+    mask: Bool[ArrayLike, "*#b #n #t #s"] | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Float[Array, "*b t n d"], Float[Array, "*b n t"]]:
     """Unfused reference on the materialized [B, N, T, S] attention map (float32 or wider)."""
     squeeze = jnp.ndim(query) == 3
     q, k, v, mask, scale = _prepare(query, key, value, mask, scale)
@@ -76,17 +85,17 @@ def _prepare(query, key, value, mask, scale):
 
 
 def attention_with_entropy(
-    query,
-    key,
-    value,
+    query: Float[ArrayLike, "*b t n d"],
+    key: Float[ArrayLike, "*b s k d"],
+    value: Float[ArrayLike, "*b s k d"],
     *,
-    mask=None,
+    mask: Bool[ArrayLike, "*#b #n #t #s"] | None = None,
     is_causal: bool = False,
     scale: float | None = None,
     block_q: int = 512,
     block_k: int = 512,
     implementation: str | None = None,
-):
+) -> tuple[Float[Array, "*b t n d"], Float[Array, "*b n t"]]:
     r"""Softmax attention and the entropy of each query's attention row, without [T, S] maps.
 
         s_ij = scale q_i . k_j  (masked: -inf),   A_i = softmax(s_i),   out_i = sum_j A_ij v_j

@@ -1,6 +1,7 @@
 """Training-loss terms built on the entreg core (installed as `entreg.losses`).
 
-Representation regularizers: VNE and Vendi-diversity terms.
+Representation regularizers: VNE and Vendi-diversity terms; mutual-information bonuses
+(contrastive InfoNCE, Deep InfoMax's JSD, E2MC / ER effective entropy).
 
 Discrete diffusion (SEDD): graphs, noise schedules, the denoising score entropy loss, its
 likelihood bound and samplers.
@@ -8,11 +9,17 @@ likelihood bound and samplers.
 RL policy terms take per-token [B, T] matrices (``log_prob, old_log_prob, advantages, mask``)
 and return ``(per_token_loss, metrics)``; reduce the loss with `entreg.aggregate`, or wrap it
 with `policy_term` for `entreg.compose`.
+
+Test-time adaptation by entropy minimization (Tent, EATA, SAR, DeYO, the open-set filter,
+CoTTA / RMT, SHOT-IM): sample filters, weights, losses and terms from `tta`; the NNX + optax
+adaptation loop in `entreg.losses.adaptation`.
 """
 
 from entreg.temperature import solve_temperature, token_log_probs
 
+from . import adaptation
 from .attention import attention_band_penalty, attention_floor_penalty, max_attention_entropy
+from .contrastive import deep_infomax_bonus, effective_entropy_bonus, infonce_bonus
 from .covariance import clip_cov_loss, kl_cov_loss, token_covariance
 from .diagnostics import EntropyRewardFit, first_order_entropy_change, fit_entropy_reward
 from .epo import (
@@ -40,6 +47,40 @@ from .score_entropy import (
 from .sigma_reparam import PowerIteration, SigmaReparamLinear, qk_spectral_norm
 from .steer import steer_loss, steer_weights
 from .terms import attention_entropy_term, entropy_bonus, policy_term
+from .tta import (
+    EataState,
+    FisherState,
+    RecoveryState,
+    confidence_drop_mask,
+    deyo_loss,
+    deyo_term,
+    eata_init,
+    eata_loss,
+    eata_term,
+    eata_update,
+    entropy_margin,
+    entropy_weight,
+    fisher_diagonal,
+    fisher_penalty,
+    fisher_term,
+    im_term,
+    information_maximization,
+    mean_teacher_loss,
+    mean_teacher_term,
+    nonredundant_mask,
+    open_set_loss,
+    open_set_term,
+    patch_shuffle,
+    plpd,
+    recovery_init,
+    recovery_update,
+    reliable_mask,
+    sar_loss,
+    sar_term,
+    symmetric_cross_entropy,
+    tent_loss,
+    tent_term,
+)
 
 __all__ = [
     "AbsorbingGraph",
@@ -62,6 +103,9 @@ __all__ = [
     "EntropyRewardFit",
     "EpoState",
     "clip_cov_loss",
+    "deep_infomax_bonus",
+    "effective_entropy_bonus",
+    "infonce_bonus",
     "entropy_bonus",
     "epo_init",
     "epo_loss",
@@ -84,4 +128,37 @@ __all__ = [
     "vendi_bonus",
     "vne_bonus",
     "vne_penalty",
+    "EataState",
+    "FisherState",
+    "RecoveryState",
+    "adaptation",
+    "confidence_drop_mask",
+    "deyo_loss",
+    "deyo_term",
+    "eata_init",
+    "eata_loss",
+    "eata_term",
+    "eata_update",
+    "entropy_margin",
+    "entropy_weight",
+    "fisher_diagonal",
+    "fisher_penalty",
+    "fisher_term",
+    "im_term",
+    "information_maximization",
+    "mean_teacher_loss",
+    "mean_teacher_term",
+    "nonredundant_mask",
+    "open_set_loss",
+    "open_set_term",
+    "patch_shuffle",
+    "plpd",
+    "recovery_init",
+    "recovery_update",
+    "reliable_mask",
+    "sar_loss",
+    "sar_term",
+    "symmetric_cross_entropy",
+    "tent_loss",
+    "tent_term",
 ]

@@ -12,14 +12,17 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float, Scalar
 
 _MODES = ("default", "faithful")
 
 
 def max_attention_entropy(
     num_queries: int, num_keys: int, *, causal: bool = False, dtype=jnp.float32
-):
+) -> Float[Array, " q"]:
     """Per-row maximum entropy [Tq]: log(Tk), or log(i + 1) for query i under a causal mask."""
+    num_queries = _checks.positive_int(num_queries, "num_queries")
+    num_keys = _checks.positive_int(num_keys, "num_keys")
     if causal:
         n = jnp.minimum(jnp.arange(1, num_queries + 1), num_keys)
     else:
@@ -43,14 +46,14 @@ def _row_mean(x, mask):
 
 
 def attention_band_penalty(
-    entropy,
-    theta,
+    entropy: Float[ArrayLike, "*batch heads q"],
+    theta: Float[ArrayLike, "*#shape"],
     *,
-    max_entropy,
+    max_entropy: float | Float[ArrayLike, "*#shape"],
     tolerance: float = 0.2,
     mode: str = "default",
-    mask=None,
-) -> jax.Array:
+    mask: Bool[ArrayLike, "*#shape"] | None = None,
+) -> Scalar:
     r"""Penalty keeping each head's attention entropy near theta_h times the maximum entropy.
 
     ``entropy`` [..., heads, Tq] holds per-query entropies of one layer (stack layers on a
@@ -80,7 +83,7 @@ def attention_band_penalty(
     _checks.choice(mode, "mode", _MODES)
     tolerance = _checks.real_scalar(tolerance, "tolerance", minimum=0.0)
     h, h_max = _entropy_and_max(entropy, max_entropy)
-    theta = _checks.float_array(theta, "theta")
+    theta = _checks.broadcast(_checks.float_array(theta, "theta"), h.shape, "theta", "entropy")
     delta = h - theta * h_max
     tol = tolerance * h_max
     if mode == "faithful":
@@ -95,7 +98,13 @@ def attention_band_penalty(
     return _row_mean(jax.nn.relu(jnp.abs(delta) - tol) ** 2, mask)
 
 
-def attention_floor_penalty(entropy, floor, *, max_entropy, mask=None) -> jax.Array:
+def attention_floor_penalty(
+    entropy: Float[ArrayLike, "*batch heads q"],
+    floor: float | Float[ArrayLike, "*#shape"],
+    *,
+    max_entropy: float | Float[ArrayLike, "*#shape"],
+    mask: Bool[ArrayLike, "*#shape"] | None = None,
+) -> Scalar:
     r"""Collapse guard: mean over rows of relu(floor E_max - H)^2.
 
     Zero while every row keeps at least the fraction ``floor`` of its maximum entropy, and a
@@ -105,5 +114,5 @@ def attention_floor_penalty(entropy, floor, *, max_entropy, mask=None) -> jax.Ar
     entropy use `entreg.constraint` instead.
     """
     h, h_max = _entropy_and_max(entropy, max_entropy)
-    floor = _checks.float_array(floor, "floor")
+    floor = _checks.broadcast(_checks.float_array(floor, "floor"), h.shape, "floor", "entropy")
     return _row_mean(jax.nn.relu(floor * h_max - h) ** 2, mask)

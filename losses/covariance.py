@@ -14,13 +14,20 @@ import jax.numpy as jnp
 
 from entreg import _checks
 from entreg._masked import abs_zero_grad
+from entreg._typing import Array, ArrayLike, AxisName, Float, PRNGKeyArray, Shaped
 from entreg.aggregation import psum
 
 from . import _tokens
 from .ppo import clip_params, surrogate
 
 
-def token_covariance(log_prob, advantages, mask, *, axis_name=None) -> jax.Array:
+def token_covariance(
+    log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    *,
+    axis_name: AxisName | None = None,
+) -> Float[Array, "*batch t"]:
     r"""Per-token covariance estimate cov_i = (A_i - mean(A)) (log pi_i - mean(log pi)).
 
     Means run over the valid tokens. The centering scope is explicit: by default over this
@@ -61,19 +68,19 @@ def _band(cov_bounds) -> tuple[float, float]:
 
 
 def clip_cov_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
-    key,
+    key: PRNGKeyArray,
     ratio: float = 2e-4,
     cov_bounds: tuple[float, float] = (1.0, 5.0),
     eps_low: float = 1.0,
     eps_high: float | None = None,
     log_ratio_clip: float | None = 20.0,
-    axis_name=None,
-):
+    axis_name: AxisName | None = None,
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""Clip-Cov per-token loss (Cui et al. 2025, Eq. 11; verl ``compute_policy_loss_clip_cov``).
 
     1. rho = exp(d), d = log_prob - old_log_prob; L1 = -A rho, L2 = -A clip(rho, 1-eps_low,
@@ -116,31 +123,31 @@ def clip_cov_loss(
     cov = token_covariance(log_prob, advantages, valid, axis_name=axis_name)
     candidate = valid & ~ppo_clipped & (cov > lb) & (cov < ub)
     priority = jnp.where(candidate, jax.random.uniform(key, log_prob.shape), -1.0)
-    n = _tokens.selection_count(ratio, jnp.sum(valid), log_prob.dtype)
+    n = _tokens.selection_count(ratio, jnp.sum(valid))
     selected = candidate & (_tokens.descending_rank(priority) < n)
 
     loss = jnp.where(valid & ~selected, jnp.maximum(l1, l2), 0.0)
     metrics = {
         "selected": selected,
-        "selected_fraction": _tokens.masked_mean(selected, valid),
+        "selected_fraction": _tokens.masked_mean(selected, valid, log_prob.dtype),
         "num_candidates": jnp.sum(candidate),
-        "clip_fraction": _tokens.masked_mean(ppo_clipped, valid),
-        "ppo_kl": _tokens.masked_mean(-d, valid),
+        "clip_fraction": _tokens.masked_mean(ppo_clipped, valid, log_prob.dtype),
+        "ppo_kl": _tokens.masked_mean(-d, valid, log_prob.dtype),
     }
     return loss, metrics
 
 
 def kl_cov_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
     ratio: float = 2e-3,
     beta: float = 1.0,
     log_ratio_clip: float | None = 20.0,
-    axis_name=None,
-):
+    axis_name: AxisName | None = None,
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""KL-Cov per-token loss (Cui et al. 2025, Eq. 12; verl ``compute_policy_loss_kl_cov``).
 
     With d = log_prob - old_log_prob and rho = exp(d)::
@@ -159,7 +166,8 @@ def kl_cov_loss(
 
     Returns:
       ``(per_token_loss, metrics)`` with ``selected`` ([..., T] bool, the penalized tokens),
-      ``selected_fraction`` and ``ppo_kl``.
+      ``selected_fraction`` and ``ppo_kl``: for KL-Cov verl logs the mean of |d| under that
+      name (PPO and Clip-Cov log the mean of -d), and so does entreg, so that curves compare.
     """
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
@@ -169,13 +177,14 @@ def kl_cov_loss(
     d = _tokens.log_ratio(log_prob, old_log_prob, log_ratio_clip)
     cov = token_covariance(log_prob, advantages, valid, axis_name=axis_name)
     n_valid = jnp.sum(valid)
-    k = jnp.minimum(_tokens.selection_count(ratio, n_valid, log_prob.dtype), n_valid)
+    k = jnp.minimum(_tokens.selection_count(ratio, n_valid), n_valid)
     selected = valid & (_tokens.descending_rank(jnp.where(valid, cov, -jnp.inf)) < k)
 
-    loss = -advantages * jnp.exp(d) + jnp.where(selected, beta * abs_zero_grad(d), 0.0)
+    abs_d = abs_zero_grad(d)
+    loss = -advantages * jnp.exp(d) + jnp.where(selected, beta * abs_d, 0.0)
     metrics = {
         "selected": selected,
-        "selected_fraction": _tokens.masked_mean(selected, valid),
-        "ppo_kl": _tokens.masked_mean(-d, valid),
+        "selected_fraction": _tokens.masked_mean(selected, valid, log_prob.dtype),
+        "ppo_kl": _tokens.masked_mean(abs_d, valid, log_prob.dtype),
     }
     return jnp.where(valid, loss, 0.0), metrics

@@ -8,9 +8,16 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks, _masked
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 
-def first_order_entropy_change(logits, delta_logits, *, where=None, axis: int = -1) -> jax.Array:
+def first_order_entropy_change(
+    logits: Float[ArrayLike, "*batch v"],
+    delta_logits: Float[ArrayLike, "*batch v"],
+    *,
+    where: Bool[ArrayLike, "*batch v"] | Bool[ArrayLike, "*batch"] | None = None,
+    axis: int = -1,
+) -> Float[Array, "*batch"]:
     r"""Predicted entropy change of a softmax policy under a logit step dz (Cui et al. 2025).
 
         H(softmax(z + dz)) - H(softmax(z)) ~= -Cov_{a~pi}(log pi(a), dz_a)
@@ -34,15 +41,20 @@ def first_order_entropy_change(logits, delta_logits, *, where=None, axis: int = 
 
 
 class EntropyRewardFit(NamedTuple):
+    """The fitted law R = -a exp(H) + b (`fit_entropy_reward`) and its R^2."""
+
     a: jax.Array
     b: jax.Array
     r2: jax.Array  # coefficient of determination of the fit
 
-    def predict(self, entropy) -> jax.Array:
+    def predict(self, entropy: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """The predicted reward -a exp(H) + b at ``entropy`` (any shape)."""
         return -self.a * jnp.exp(jnp.asarray(entropy)) + self.b
 
 
-def fit_entropy_reward(entropy, reward) -> EntropyRewardFit:
+def fit_entropy_reward(
+    entropy: Float[ArrayLike, " n"], reward: Float[ArrayLike, " n"]
+) -> EntropyRewardFit:
     r"""Least-squares fit of the entropy-performance law R = -a exp(H) + b (Cui et al. 2025).
 
     Linear regression of R on x = exp(H): a = -Cov(x, R) / Var(x), b = mean(R) + a mean(x).

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, Real, Shaped
 from entreg.aggregation import MODES, aggregate
 from entreg.terms import LossTerm, TermResult
 
@@ -23,17 +24,23 @@ ENTROPY_COEF = 1e-3  # c_H of the paper
 
 
 class EpoState(NamedTuple):
+    """EPO's state across RL steps: the per-turn reference entropies and how often each turn
+    occurred."""
+
     reference: jax.Array  # [num_turns] running mean of each turn's mean token entropy
-    count: jax.Array  # [num_turns] int32, RL steps in which the turn occurred
+    # [num_turns] int32, RL steps in which the turn occurred (a field named like tuple.count)
+    count: jax.Array  # type: ignore[assignment]
 
 
 def epo_init(num_turns: int) -> EpoState:
-    if not isinstance(num_turns, int) or num_turns < 1:
-        raise ValueError(f"`num_turns` must be a positive int, got {num_turns!r}.")
+    """The initial `EpoState` of ``num_turns`` turns: no reference yet (count 0)."""
+    num_turns = _checks.positive_int(num_turns, "num_turns")
     return EpoState(jnp.zeros((num_turns,), jnp.float32), jnp.zeros((num_turns,), jnp.int32))
 
 
-def epo_phase_weight(epoch, total_epochs: int = 150) -> jax.Array:
+def epo_phase_weight(
+    epoch: float | Real[ArrayLike, "*shape"], total_epochs: int = 150
+) -> Float[Array, "*shape"]:
     r"""EPO's schedule beta(k) of the corridor penalty over ``total_epochs`` = K (150 in the paper).
 
     With p the progress within the current half of training: first half beta = 1 - 0.2 (1 -
@@ -43,7 +50,7 @@ def epo_phase_weight(epoch, total_epochs: int = 150) -> jax.Array:
     if not isinstance(total_epochs, int) or total_epochs < 2:
         raise ValueError(f"`total_epochs` must be an int >= 2, got {total_epochs!r}.")
     half = total_epochs / 2
-    k = jnp.asarray(epoch, jnp.float32)
+    k = jnp.asarray(epoch).astype(jnp.result_type(float))  # float64 when x64 is on
     first = jnp.clip(k / half, 0.0, 1.0)
     second = jnp.clip((k - half) / half, 0.0, 1.0)
     return jnp.where(
@@ -66,8 +73,14 @@ def _turns(entropy, mask, turn_ids, num_turns):
     return h, valid, ids
 
 
-def turn_entropy(entropy, mask, turn_ids, num_turns: int):
+def turn_entropy(
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
+    num_turns: int,
+) -> tuple[Float[Array, " turns"], Bool[Array, " turns"]]:
     """(mean token entropy of each turn over the batch [J], whether the turn occurred [J])."""
+    num_turns = _checks.positive_int(num_turns, "num_turns")
     h, valid, ids = _turns(entropy, mask, turn_ids, num_turns)
     w = valid.astype(h.dtype)
     sums = jnp.zeros((num_turns,), h.dtype).at[ids].add(jnp.where(valid, h, 0.0))
@@ -75,7 +88,12 @@ def turn_entropy(entropy, mask, turn_ids, num_turns: int):
     return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), 0.0), counts > 0
 
 
-def epo_update(state: EpoState, entropy, mask, turn_ids) -> EpoState:
+def epo_update(
+    state: EpoState,
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
+) -> EpoState:
     """Adds this step's per-turn mean entropies to the running references (no gradient)."""
     means, present = turn_entropy(
         jax.lax.stop_gradient(entropy), mask, turn_ids, state.reference.shape[0]
@@ -86,15 +104,15 @@ def epo_update(state: EpoState, entropy, mask, turn_ids) -> EpoState:
 
 
 def epo_penalty(
-    entropy,
-    mask,
-    turn_ids,
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     state: EpoState,
     *,
     kappa_low: float = 0.0,
     kappa_high: float = 2.0,
     squared: bool = False,
-) -> jax.Array:
+) -> Float[Array, "*batch t"]:
     r"""Per-token corridor penalty [kappa_l Href_j - H_t]_+ + [H_t - kappa_r Href_j]_+.
 
     j is the token's turn (``turn_ids`` in [0, num_turns); out-of-range ids are clipped) and
@@ -121,19 +139,19 @@ def epo_penalty(
 
 
 def epo_loss(
-    entropy,
-    mask,
-    turn_ids,
+    entropy: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
+    turn_ids: Integer[ArrayLike, "*batch t"],
     state: EpoState,
     *,
-    epoch,
+    epoch: float | Real[ArrayLike, ""],
     entropy_coef: float = ENTROPY_COEF,
     smooth_coef: float = 1.0,
     total_epochs: int = 150,
     kappa_low: float = 0.0,
     kappa_high: float = 2.0,
     squared: bool = False,
-):
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""EPO's entropy part per token: -c_H (H_t - c_s beta(k) penalty_t).
 
     Add it to the PPO per-token loss (or aggregate it separately; every mode is linear).
@@ -154,8 +172,8 @@ def epo_loss(
     valid = _checks.token_mask(mask, h.shape, "entropy")
     loss = jnp.where(valid, -entropy_coef * (h - smooth_coef * beta * pen), 0.0)
     metrics = {
-        "entropy": _tokens.masked_mean(h, valid),
-        "penalty": _tokens.masked_mean(pen, valid),
+        "entropy": _tokens.masked_mean(h, valid, h.dtype),
+        "penalty": _tokens.masked_mean(pen, valid, h.dtype),
         "phase_weight": beta,
     }
     return loss, metrics
@@ -182,6 +200,7 @@ def epo_term(
     def apply(signals, state: EpoState, step):
         if step is None:
             raise ValueError(f"Term {name!r} follows EPO's phase schedule: pass `step`.")
+        _checks.signals(signals, ("entropy", "mask", "turn_ids"), name)
         h, mask, ids = signals["entropy"], signals["mask"], signals["turn_ids"]
         per_token, m = epo_loss(h, mask, ids, state, epoch=step, **epo_kwargs)
         value = aggregate(_checks.float_array(h, "entropy"), mask, mode)

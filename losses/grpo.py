@@ -5,9 +5,16 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float
 
 
-def grpo_advantages(rewards, *, where=None, scale_by_std: bool = True, eps: float = 1e-6):
+def grpo_advantages(
+    rewards: Float[ArrayLike, "*batch g"],
+    *,
+    where: Bool[ArrayLike, "*#batch g"] | None = None,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+) -> Float[Array, "*batch g"]:
     r"""Outcome advantages normalized within each group of responses to the same prompt.
 
     The group is the last axis: ``rewards`` [..., G] holds G sampled responses per prompt::
@@ -28,6 +35,14 @@ def grpo_advantages(rewards, *, where=None, scale_by_std: bool = True, eps: floa
       where: optional [..., G] boolean, False for members to ignore (e.g. failed rollouts).
       scale_by_std: divide by the group standard deviation (GRPO) or not (Dr. GRPO).
       eps: added to the standard deviation.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from entreg import losses
+      >>> rewards = jnp.array([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # [prompts, G]
+      >>> print(losses.grpo_advantages(rewards))  # a solved group carries no signal
+      [[ 0.866 -0.866  0.866 -0.866]
+       [ 0.     0.     0.     0.   ]]
     """
     rewards = _checks.float_array(rewards, "rewards")
     if rewards.ndim == 0:

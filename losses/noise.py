@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float
 
 
-def _time(t):
+def _time(t) -> Array:
     return _checks.float_array(t, "t")
 
 
@@ -34,13 +34,17 @@ class LogLinearNoise:
         if not 0.0 < eps < 1.0:
             raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
 
-    def total(self, t) -> jax.Array:
+    def total(self, t: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """sigma_bar(t) = -log(1 - (1 - eps) t) for times t in [0, 1] (any shape)."""
         return -jnp.log1p(-(1.0 - self.eps) * _time(t))
 
-    def rate(self, t) -> jax.Array:
+    def rate(self, t: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """sigma'(t) = (1 - eps) / (1 - (1 - eps) t), the derivative of `total`."""
         return (1.0 - self.eps) / (1.0 - (1.0 - self.eps) * _time(t))
 
-    def __call__(self, t) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, t: Float[ArrayLike, "*shape"]
+    ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
         """Returns (sigma_bar(t), sigma'(t))."""
         return self.total(t), self.rate(t)
 
@@ -63,13 +67,17 @@ class GeometricNoise:
         if not 0.0 < lo < hi:
             raise ValueError(f"Need 0 < sigma_min < sigma_max, got {lo}, {hi}.")
 
-    def total(self, t) -> jax.Array:
+    def total(self, t: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """sigma_bar(t) = sigma_min^(1 - t) sigma_max^t for times t in [0, 1] (any shape)."""
         t = _time(t)
         return jnp.exp((1.0 - t) * jnp.log(self.sigma_min) + t * jnp.log(self.sigma_max))
 
-    def rate(self, t) -> jax.Array:
+    def rate(self, t: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """sigma'(t) = sigma_bar(t) log(sigma_max / sigma_min), the derivative of `total`."""
         return self.total(t) * jnp.log(self.sigma_max / self.sigma_min)
 
-    def __call__(self, t) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, t: Float[ArrayLike, "*shape"]
+    ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
         """Returns (sigma_bar(t), sigma'(t))."""
         return self.total(t), self.rate(t)

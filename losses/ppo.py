@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Shaped
 from entreg.estimators import kl_estimate
 
 from . import _tokens
@@ -27,23 +28,23 @@ def surrogate(advantages, rho, eps_low: float, eps_high: float):
 
 
 def ppo_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
     eps_low: float = 0.2,
     eps_high: float | None = None,
     dual_clip: float | None = 3.0,
     log_ratio_clip: float | None = 20.0,
-    token_weights=None,
-    entropy=None,
+    token_weights: Float[ArrayLike, "*#batch t"] | None = None,
+    entropy: Float[ArrayLike, "*batch t"] | None = None,
     entropy_coef: float = 0.0,
-    ref_log_prob=None,
+    ref_log_prob: Float[ArrayLike, "*batch t"] | None = None,
     kl_coef: float = 0.0,
     kl_kind: str = "k3",
     kl_value_clip: float | None = None,
-):
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     r"""Per-token PPO loss with dual clip (Schulman et al. 2017; Ye et al. 2020; verl semantics).
 
     With d = clip(log_prob - old_log_prob, -c, c) (``log_ratio_clip`` c = 20), rho = exp(d)::
@@ -78,11 +79,20 @@ def ppo_loss(
       ``(per_token_loss, metrics)``: the loss is 0 at masked tokens; metrics are token means
       over valid tokens: ``clip_fraction`` (L2 > L1), ``lower_clip_fraction`` (dual clip
       active), ``ppo_kl`` (mean -d) and, when given, ``entropy`` and ``kl``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from entreg import losses
+      >>> log_prob = jnp.log(jnp.array([[0.5, 0.9]]))
+      >>> old_log_prob = jnp.log(jnp.array([[0.5, 0.5]]))  # the second ratio is 1.8: clipped
+      >>> advantages, mask = jnp.ones((1, 2)), jnp.ones((1, 2), bool)
+      >>> loss, metrics = losses.ppo_loss(log_prob, old_log_prob, advantages, mask)
+      >>> print(loss, metrics["clip_fraction"])  # -A min(r, 1 + eps) per token
+      [[-1.  -1.2]] 0.5
     """
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
     )
-    shape = log_prob.shape
     eps_low, eps_high = clip_params(eps_low, eps_high)
     if dual_clip is not None:
         dual_clip = _checks.real_scalar(dual_clip, "dual_clip")
@@ -95,28 +105,28 @@ def ppo_loss(
     l1, l2 = surrogate(advantages, jnp.exp(d), eps_low, eps_high)
     loss = jnp.maximum(l1, l2)
     metrics = {
-        "clip_fraction": _tokens.masked_mean(l2 > l1, valid),
-        "ppo_kl": _tokens.masked_mean(-d, valid),
+        "clip_fraction": _tokens.masked_mean(l2 > l1, valid, log_prob.dtype),
+        "ppo_kl": _tokens.masked_mean(-d, valid, log_prob.dtype),
     }
     if dual_clip is not None:
         l3 = -advantages * dual_clip
         dual = (advantages < 0) & (loss > l3)
         loss = jnp.where(dual, l3, loss)
-        metrics["lower_clip_fraction"] = _tokens.masked_mean(dual, valid)
+        metrics["lower_clip_fraction"] = _tokens.masked_mean(dual, valid, log_prob.dtype)
     if token_weights is not None:
-        w = _tokens.optional_tokens(token_weights, "token_weights", shape)
+        w = _tokens.optional_tokens(token_weights, "token_weights", valid)
         loss = jax.lax.stop_gradient(w) * loss
     if entropy is not None:
-        h = _tokens.optional_tokens(entropy, "entropy", shape)
+        h = _tokens.optional_tokens(entropy, "entropy", valid)
         loss = loss - entropy_coef * h
-        metrics["entropy"] = _tokens.masked_mean(h, valid)
+        metrics["entropy"] = _tokens.masked_mean(h, valid, log_prob.dtype)
     elif entropy_coef:
         raise ValueError("`entropy_coef` > 0 needs the per-token `entropy`.")
     if ref_log_prob is not None:
-        ref = _tokens.optional_tokens(ref_log_prob, "ref_log_prob", shape)
+        ref = _tokens.optional_tokens(ref_log_prob, "ref_log_prob", valid)
         kl = kl_estimate(log_prob, ref, kl_kind, value_clip=kl_value_clip)
         loss = loss + kl_coef * kl
-        metrics["kl"] = _tokens.masked_mean(kl, valid)
+        metrics["kl"] = _tokens.masked_mean(kl, valid, log_prob.dtype)
     elif kl_coef:
         raise ValueError("`kl_coef` > 0 needs `ref_log_prob`.")
     return jnp.where(valid, loss, 0.0), metrics

@@ -11,15 +11,14 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
+from entreg import _checks
 from entreg.spectral import log_vendi_score, von_neumann_entropy
 from entreg.terms import LossTerm, Weight, bonus, penalty
 
 
 def _features_measure(fn: Callable, features: str, where: str | None, name: str, **kwargs):
     def measure(signals):
-        missing = [s for s in (features, where) if s is not None and s not in signals]
-        if missing:
-            raise KeyError(f"Term {name!r} needs the signals {missing}.")
+        _checks.signals(signals, (features, where), name)
         mask = None if where is None else signals[where]
         return jnp.mean(
             fn(signals[features], **kwargs, **({} if mask is None else {"where": mask}))

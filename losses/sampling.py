@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Integer, PRNGKeyArray
 
-from .graphs import AbsorbingGraph
+from .graphs import AbsorbingGraph, UniformGraph
+from .noise import GeometricNoise, LogLinearNoise
 from .score_entropy import ModelFn
 
 _METHODS = ("analytic", "euler")
@@ -29,7 +31,16 @@ def _analytic_probs(graph, log_score, xt, dsigma):
     return stag * graph.transp_transition(xt, dsigma)
 
 
-def step_probs(graph, noise, log_score, xt, t, s, *, method: str = "analytic") -> jax.Array:
+def step_probs(
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
+    log_score: Float[ArrayLike, "*shape dim"],
+    xt: Integer[ArrayLike, "*shape"],
+    t: float | Float[Array, "*#shape"],
+    s: float | Float[Array, "*#shape"],
+    *,
+    method: str = "analytic",
+) -> Float[Array, "*shape dim"]:
     r"""Unnormalized transition probabilities [..., dim] of one reverse step from time t to s < t.
 
     * ``"euler"``: P(y) = (t - s) sigma'(t) Q(x, y) s_y for y != x, P(x) = 1 - sum (tau-leaping).
@@ -50,17 +61,17 @@ def step_probs(graph, noise, log_score, xt, t, s, *, method: str = "analytic") -
 
 
 def sample(
-    key,
+    key: PRNGKeyArray,
     model_fn: ModelFn,
-    graph,
-    noise,
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     shape: tuple[int, int],
     *,
     steps: int,
     method: str = "analytic",
     eps: float = 1e-5,
     denoise: bool = True,
-) -> jax.Array:
+) -> Integer[Array, "b l"]:
     r"""Draws token sequences [B, L] from a trained SEDD model in ``steps`` reverse steps.
 
     Starts from the graph's base distribution at t = 1, steps t -> s on the uniform grid from 1
@@ -72,6 +83,9 @@ def sample(
     from ``key``.
     """
     _checks.choice(method, "method", _METHODS)
+    if not (isinstance(shape, tuple) and len(shape) == 2):
+        raise ValueError(f"`shape` must be (batch, length), got {shape!r}.")
+    shape = (_checks.positive_int(shape[0], "shape"), _checks.positive_int(shape[1], "shape"))
     if _checks.is_static_scalar(steps):
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"`steps` must be a positive int, got {steps!r}.")

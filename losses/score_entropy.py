@@ -18,28 +18,43 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Bool, Float, Integer, PRNGKeyArray
 from entreg.terms import LossTerm, TermResult, Weight, weight_fn
+
+from .graphs import AbsorbingGraph, UniformGraph
+from .noise import GeometricNoise, LogLinearNoise
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _sequences(x0, mask):
+def _sequences(x0, mask) -> tuple[jax.Array, jax.Array]:
     x0 = jnp.asarray(x0)
     if not jnp.issubdtype(x0.dtype, jnp.integer) or x0.ndim < 1:
         raise TypeError(f"`x0` must be integer tokens [..., L], got {x0.dtype} {x0.shape}.")
     if mask is None:
         return x0, jnp.ones(x0.shape, bool)
-    return x0, _checks.token_mask(mask, x0.shape, "x0")
+    valid = _checks.token_mask(mask, x0.shape, "x0")
+    # Padding may hold any id (-1, a pad id past the vocabulary): token 0 stands in for it.
+    return jnp.where(valid, x0, 0), valid
 
 
-def _per_sequence(values, name, batch_shape):
+def _per_sequence(values, name, batch_shape) -> jax.Array:
     v = _checks.float_array(values, name)
     if v.shape != batch_shape:
         raise ValueError(f"`{name}` must hold one value per sequence {batch_shape}, got {v.shape}.")
     return v
 
 
-def denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, *, mask=None) -> jax.Array:
+def denoising_score_entropy(
+    graph: AbsorbingGraph | UniformGraph,
+    log_score: Float[ArrayLike, "*batch l dim"],
+    xt: Integer[ArrayLike, "*batch l"],
+    x0: Integer[ArrayLike, "*batch l"],
+    sigma: Float[ArrayLike, "*#batch"],
+    rate: Float[ArrayLike, "*#batch"],
+    *,
+    mask: Bool[ArrayLike, "*#batch l"] | None = None,
+) -> Float[Array, "*batch"]:
     r"""Diffusion-weighted denoising score entropy per sequence: rate * sum_i l_i, shape [...].
 
     Args:
@@ -47,16 +62,22 @@ def denoising_score_entropy(graph, log_score, xt, x0, sigma, rate, *, mask=None)
       log_score: log concrete scores [..., L, dim] (``graph.log_score(output, xt, sigma)``).
       xt, x0: noised and clean tokens [..., L].
       sigma, rate: sigma_bar(t) and sigma'(t), one per sequence [...].
-      mask: boolean [..., L], False for padding: those positions do not count.
+      mask: boolean [..., L], False for padding: those positions do not count, whatever
+        ``x0``, ``xt`` and ``log_score`` hold there (NaN included), in value and gradient.
     """
+    if not isinstance(graph, (AbsorbingGraph, UniformGraph)):
+        raise TypeError(f"`graph` must be an AbsorbingGraph or a UniformGraph, got {graph!r}.")
     x0, valid = _sequences(x0, mask)
     sigma = _per_sequence(sigma, "sigma", x0.shape[:-1])
     rate = _per_sequence(rate, "rate", x0.shape[:-1])
+    if mask is not None:  # padding is replaced before any arithmetic (double where)
+        xt = jnp.where(valid, jnp.asarray(xt), x0)
+        log_score = jnp.where(valid[..., None], _checks.float_array(log_score, "log_score"), 0.0)
     per_token = graph.score_entropy(log_score, xt, x0, sigma[..., None])
     return rate * jnp.sum(jnp.where(valid, per_token, 0.0), axis=-1)
 
 
-def _batch(x0, mask):
+def _batch(x0, mask) -> tuple[jax.Array, jax.Array]:
     x0, valid = _sequences(x0, mask)
     if x0.ndim != 2:
         raise ValueError(f"`x0` must be [batch, length], got {x0.shape}.")
@@ -79,16 +100,16 @@ def _stratified_times(key, n, lo):
 
 
 def sedd_loss(
-    key,
+    key: PRNGKeyArray,
     model_fn: ModelFn,
-    x0,
-    graph,
-    noise,
+    x0: Integer[ArrayLike, "b l"],
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
     *,
-    mask=None,
+    mask: Bool[ArrayLike, "b l"] | None = None,
     sampling_eps: float = 1e-3,
     stratified: bool = True,
-) -> jax.Array:
+) -> Float[Array, " b"]:
     r"""One Monte-Carlo draw of the SEDD training loss per sequence [B] (nats).
 
     Draws t in [sampling_eps, 1] (stratified across the batch by default, which lowers the
@@ -97,6 +118,10 @@ def sedd_loss(
     """
     x0, valid = _batch(x0, mask)
     eps = _checks.real_scalar(sampling_eps, "sampling_eps", minimum=0.0)
+    if eps >= 1.0:
+        raise ValueError(
+            f"`sampling_eps` must be in [0, 1) (times are drawn in [eps, 1]), got {eps}."
+        )
     kt, kx = jax.random.split(key)
     b = x0.shape[0]
     if stratified:
@@ -107,8 +132,15 @@ def sedd_loss(
 
 
 def sedd_elbo(
-    key, model_fn: ModelFn, x0, graph, noise, *, num_times: int = 32, mask=None
-) -> jax.Array:
+    key: PRNGKeyArray,
+    model_fn: ModelFn,
+    x0: Integer[ArrayLike, "b l"],
+    graph: AbsorbingGraph | UniformGraph,
+    noise: LogLinearNoise | GeometricNoise,
+    *,
+    num_times: int = 32,
+    mask: Bool[ArrayLike, "b l"] | None = None,
+) -> Float[Array, " b"]:
     r"""Upper bound on -log p(x_0) in nats per sequence [B], for bits per token divide by L log 2.
 
         bound = E_{t ~ U[0, 1]} [sigma'(t) sum_i l_i(x_t)] + sum_i KL(p_1(. | x_0^i) || pi)
@@ -119,8 +151,7 @@ def sedd_elbo(
     standard error. Under `GeometricNoise` the integral starts at sigma_min, not 0.
     """
     x0, valid = _batch(x0, mask)
-    if not isinstance(num_times, int) or num_times < 1:
-        raise ValueError(f"`num_times` must be a positive int, got {num_times!r}.")
+    num_times = _checks.positive_int(num_times, "num_times")
     b = x0.shape[0]
     k_t, k_x = jax.random.split(key)
     u = jax.random.uniform(k_t, (num_times, b))
@@ -139,7 +170,11 @@ SCORE_ENTROPY_SIGNALS = ("log_score", "xt", "x0", "sigma", "rate")
 
 
 def score_entropy_term(
-    graph, *, name: str = "score_entropy", weight: Weight = 1.0, mask: str | None = None
+    graph: AbsorbingGraph | UniformGraph,
+    *,
+    name: str = "score_entropy",
+    weight: Weight = 1.0,
+    mask: str | None = None,
 ) -> LossTerm:
     """`denoising_score_entropy`, averaged over sequences, as an `entreg.compose` penalty.
 
@@ -151,10 +186,7 @@ def score_entropy_term(
     weight_at = weight_fn(weight, name)
 
     def apply(signals, state, step):
-        needed = (*SCORE_ENTROPY_SIGNALS, *(() if mask is None else (mask,)))
-        missing = [s for s in needed if s not in signals]
-        if missing:
-            raise KeyError(f"Term {name!r} needs the signals {missing}.")
+        _checks.signals(signals, (*SCORE_ENTROPY_SIGNALS, mask), name)
         per_seq = denoising_score_entropy(
             graph,
             *(signals[s] for s in SCORE_ENTROPY_SIGNALS),

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, Float, Scalar
 
-_GAMMA_INITS = ("spectral", "one")
+_GAMMA_INITS = {"spectral": None, "one": 1.0, "zero": 0.0}
 _DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
 
 
@@ -16,8 +17,18 @@ class PowerIteration(nnx.Variable):
     """Non-trainable singular-vector estimates, updated without gradient."""
 
 
-def _normalize(x):
-    return x / jnp.maximum(jnp.linalg.norm(x), 1e-12)
+def _normalize(x, fallback) -> jax.Array:
+    """x / ||x||, or ``fallback`` where x is (numerically) zero: a zero weight would otherwise
+    zero the singular-vector estimates for good."""
+    norm = jnp.linalg.norm(x)
+    ok = norm > 1e-30
+    return jnp.where(ok, x / jnp.where(ok, norm, 1.0), fallback)
+
+
+def _spectral_scale(gamma, sigma):
+    """gamma / sigma, and 0 where sigma = 0 (a zero weight: W_hat = 0, gradients finite)."""
+    ok = sigma > 0
+    return jnp.where(ok, gamma / jnp.where(ok, sigma, 1.0), 0.0)
 
 
 class SigmaReparamLinear(nnx.Module):
@@ -30,7 +41,11 @@ class SigmaReparamLinear(nnx.Module):
 
     ``gamma_init="spectral"`` sets the learned gamma to the initial spectral norm, so W_hat = W at
     initialization (the PyTorch release); ``"one"`` starts from gamma = 1 (the JAX speech code),
-    i.e. a weight of spectral norm 1. sigma is computed in float32 whatever the param dtype.
+    i.e. a weight of spectral norm 1; ``"zero"`` starts from gamma = 0, a layer whose output
+    is zero at initialization that still trains (d W_hat / d gamma = W / sigma). A zero
+    *kernel* instead gives W_hat = 0 with zero gradients: the direction W / sigma(W) is
+    undefined at W = 0, so keep the kernel init random. sigma is computed in float32 whatever
+    the param dtype.
     ``update_stats=False`` (evaluation) reuses the stored vectors; set it on a whole model with
     ``model.eval(update_stats=False)`` and ``model.train(update_stats=True)``.
     """
@@ -46,6 +61,8 @@ class SigmaReparamLinear(nnx.Module):
         rngs: nnx.Rngs,
     ):
         _checks.choice(gamma_init, "gamma_init", _GAMMA_INITS)
+        in_features = _checks.positive_int(in_features, "in_features")
+        out_features = _checks.positive_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
         w = kernel_init(rngs.params(), (in_features, out_features), jnp.float32)
         self.kernel = nnx.Param(w)
@@ -55,7 +72,8 @@ class SigmaReparamLinear(nnx.Module):
         u, v = left[:, 0], right[0]
         self.u, self.v = PowerIteration(u), PowerIteration(v)
         sigma = u @ w @ v
-        self.gamma = nnx.Param(sigma if gamma_init == "spectral" else jnp.ones((), jnp.float32))
+        init = _GAMMA_INITS[gamma_init]
+        self.gamma = nnx.Param(sigma if init is None else jnp.asarray(init, jnp.float32))
         self.update_stats = True
 
     def sigma(self) -> jax.Array:
@@ -63,20 +81,28 @@ class SigmaReparamLinear(nnx.Module):
         w = self.kernel[...].astype(jnp.float32)
         return self.u[...] @ w @ self.v[...]
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: Float[Array, "*batch din"]) -> Float[Array, "*batch dout"]:
+        """x [..., in_features] -> x W_hat + b [..., out_features]; refreshes u, v first when
+        ``update_stats`` (one power-iteration step, no gradient)."""
         w = self.kernel[...].astype(jnp.float32)
         if self.update_stats:
             wd = jax.lax.stop_gradient(w)
-            u = _normalize(wd @ self.v[...])
-            v = _normalize(u @ wd)
+            u = _normalize(wd @ self.v[...], self.u[...])
+            v = _normalize(u @ wd, self.v[...])
             self.u[...], self.v[...] = u, v
         sigma = self.u[...] @ w @ self.v[...]
-        w_hat = (self.gamma[...] / sigma) * w
+        w_hat = _spectral_scale(self.gamma[...], sigma) * w
         y = x @ w_hat.astype(x.dtype)
         return y if self.bias is None else y + self.bias[...].astype(y.dtype)
 
 
-def qk_spectral_norm(w_q, w_k, v, *, iters: int = 1):
+def qk_spectral_norm(
+    w_q: Float[ArrayLike, "dm dh"],
+    w_k: Float[ArrayLike, "dm dh"],
+    v: Float[ArrayLike, " dm"],
+    *,
+    iters: int = 1,
+) -> tuple[Scalar, Float[Array, " dm"]]:
     r"""Power iteration for ||W_Q W_K^T||_2 without forming the d x d product.
 
     With M = W_Q W_K^T (``w_q``, ``w_k``: [d_model, d_head]), each step applies M and M^T as two
@@ -89,12 +115,16 @@ def qk_spectral_norm(w_q, w_k, v, *, iters: int = 1):
     _checks.same_shape(w_q, w_k, "w_q", "w_k")
     if w_q.ndim != 2:
         raise ValueError(f"`w_q` must be [d_model, d_head], got {w_q.shape}.")
-    if not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"`iters` must be a positive int, got {iters!r}.")
-    v = jax.lax.stop_gradient(_normalize(_checks.float_array(v, "v")))
+    iters = _checks.positive_int(iters, "iters")
+    v = _checks.float_array(v, "v")
+    if v.shape != (w_q.shape[0],):
+        raise ValueError(f"`v` must be a vector of length d_model = {w_q.shape[0]}, got {v.shape}.")
+    # A zero vector (or zero weights) falls back to the uniform direction: never 0 / 0.
+    uniform = jnp.full(v.shape, 1.0 / jnp.sqrt(v.shape[0]), v.dtype)
+    v = jax.lax.stop_gradient(_normalize(v, uniform))
     wq_sg, wk_sg = jax.lax.stop_gradient((w_q, w_k))
     for _ in range(iters):
-        u = _normalize(wq_sg @ (wk_sg.T @ v))
-        v = _normalize(wk_sg @ (wq_sg.T @ u))
-    u = _normalize(wq_sg @ (wk_sg.T @ v))
+        u = _normalize(wq_sg @ (wk_sg.T @ v), uniform)
+        v = _normalize(wk_sg @ (wq_sg.T @ u), v)
+    u = _normalize(wq_sg @ (wk_sg.T @ v), uniform)
     return u @ (w_q @ (w_k.T @ v)), v

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from entreg import _checks
+from entreg._typing import Array, ArrayLike, AxisName, Float, Shaped
 
 from . import _tokens
 from .ppo import ppo_loss
@@ -18,26 +19,29 @@ _MODES = ("linear", "exp")
 _OMEGAS = ("one_logit", "released_code")
 
 
-def _reduce(op, x, axis_name):
-    x = op(x)
-    if axis_name is None:
-        return x
-    return (jax.lax.pmax if op is jnp.max else jax.lax.pmin)(x, axis_name)
+def _extreme(x, largest: bool, axis_name):
+    """max (or min) of `x` over every axis and over the mesh axis `axis_name` when given; -inf
+    (inf) for an empty batch."""
+    if largest:
+        x = jnp.max(x, initial=-jnp.inf)
+        return x if axis_name is None else jax.lax.pmax(x, axis_name)
+    x = jnp.min(x, initial=jnp.inf)
+    return x if axis_name is None else jax.lax.pmin(x, axis_name)
 
 
 def steer_weights(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
-    entropy,
+    entropy: Float[ArrayLike, "*batch t"],
     mode: str = "linear",
     w_min: float = 0.8,
     w_max: float = 1.2,
     omega: str = "one_logit",
-    axis_name=None,
-) -> jax.Array:
+    axis_name: AxisName | None = None,
+) -> Float[Array, "*batch t"]:
     r"""Per-token STEER weights, computed without gradient.
 
     With p = clip(exp(log_prob), 1e-8, 1 - 1e-8), p_old = clip(exp(old_log_prob), 1e-8, 1) and
@@ -61,7 +65,7 @@ def steer_weights(
     log_prob, old_log_prob, advantages, valid = _tokens.policy_inputs(
         log_prob, old_log_prob, advantages, mask
     )
-    h = _tokens.optional_tokens(entropy, "entropy", log_prob.shape)
+    h = _tokens.optional_tokens(entropy, "entropy", valid)
     _checks.choice(mode, "mode", _MODES)
     _checks.choice(omega, "omega", _OMEGAS)
     w_min = _checks.real_scalar(w_min, "w_min", minimum=0.0)
@@ -80,9 +84,9 @@ def steer_weights(
     if omega == "one_logit":
         omega_t = omega_t * p
     m = jnp.where(valid & jnp.isfinite(omega_t), jnp.abs(omega_t), 0.0)
-    m_max = _reduce(jnp.max, jnp.where(valid, m, -jnp.inf), axis_name)
+    m_max = _extreme(jnp.where(valid, m, -jnp.inf), True, axis_name)
     if mode == "linear":
-        m_min = _reduce(jnp.min, jnp.where(valid, m, jnp.inf), axis_name)
+        m_min = _extreme(jnp.where(valid, m, jnp.inf), False, axis_name)
         span = m_max - m_min
         flat = span > 0
         w = w_max - (m - m_min) * (w_max - w_min) / jnp.where(flat, span, 1.0)
@@ -94,15 +98,15 @@ def steer_weights(
 
 
 def steer_loss(
-    log_prob,
-    old_log_prob,
-    advantages,
-    mask,
+    log_prob: Float[ArrayLike, "*batch t"],
+    old_log_prob: Float[ArrayLike, "*batch t"],
+    advantages: Float[ArrayLike, "*batch t"],
+    mask: Shaped[ArrayLike, "*batch t"],
     *,
-    entropy,
+    entropy: Float[ArrayLike, "*batch t"],
     weight_kwargs: dict | None = None,
     **ppo_kwargs,
-):
+) -> tuple[Float[Array, "*batch t"], dict[str, Array]]:
     """STEER: the dual-clip PPO loss (`ppo_loss`) with each token scaled by `steer_weights`.
 
     ``weight_kwargs`` go to `steer_weights` (mode, w_min, w_max, omega, axis_name);
@@ -118,7 +122,7 @@ def steer_loss(
     )
     valid = _checks.token_mask(mask, w.shape, "log_prob")
     some = jnp.any(valid)
-    metrics["weight_mean"] = _tokens.masked_mean(w, valid)
-    metrics["weight_min"] = jnp.where(some, jnp.min(jnp.where(valid, w, jnp.inf)), 0.0)
-    metrics["weight_max"] = jnp.where(some, jnp.max(jnp.where(valid, w, -jnp.inf)), 0.0)
+    metrics["weight_mean"] = _tokens.masked_mean(w, valid, w.dtype)
+    metrics["weight_min"] = jnp.where(some, _extreme(jnp.where(valid, w, jnp.inf), False, None), 0)
+    metrics["weight_max"] = jnp.where(some, _extreme(jnp.where(valid, w, -jnp.inf), True, None), 0)
     return loss, metrics

@@ -34,9 +34,7 @@ def _token_signals(signals, name: str, from_hidden: dict | None, needed: tuple[s
     by the fused kernel when ``from_hidden`` is set: the [B, T, V] logits never exist."""
     if from_hidden is not None:
         needed = tuple(s for s in needed if s not in ("log_prob", "entropy")) + HIDDEN_SIGNALS
-    missing = [s for s in needed if s not in signals]
-    if missing:
-        raise KeyError(f"Term {name!r} needs the signals {missing}.")
+    _checks.signals(signals, needed, name)
     if from_hidden is None:
         return signals
     log_prob, entropy = linear_log_probs_and_entropy(
@@ -165,6 +163,8 @@ def attention_entropy_term(
     """
     _checks.choice(kind, "kind", _ATTENTION_KINDS)
     name = _checks.term_name(name if name is not None else f"attention_{kind}")
+    if num_keys is not None:
+        num_keys = _checks.positive_int(num_keys, "num_keys")
     if kind == "floor" and mode != "default":
         raise ValueError("`mode` applies to kind='band' only.")
     weight_at = weight_fn(weight, name)
@@ -185,10 +185,7 @@ def attention_entropy_term(
         )
 
     def apply(signals, state, step):
-        needed = [signal] + [s for s in (target, mask) if isinstance(s, str)]
-        missing = [s for s in needed if s not in signals]
-        if missing:
-            raise KeyError(f"Term {name!r} needs the signals {missing}.")
+        _checks.signals(signals, [signal] + [s for s in (target, mask) if isinstance(s, str)], name)
         layers = signals[signal]
         layers = tuple(layers) if isinstance(layers, (tuple, list)) else (layers,)
         theta = _checks.float_array(

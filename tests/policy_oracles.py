@@ -54,27 +54,50 @@ def kl_cov_selected(lp, adv, mask, ratio):
     return sel.reshape(lp.shape)
 
 
-def steer(lp, olp, adv, mask, ent, mode, w_min, w_max, omega):
-    p = np.clip(np.exp(lp), 1e-8, 1 - 1e-8)
-    p_old = np.clip(np.exp(olp), 1e-8, 1.0)
-    om = adv / p_old * p * (1 - p) * (np.log(p) + ent)
-    if omega == "one_logit":
-        om = om * p
-    m = np.where(np.isfinite(om), np.abs(om), 0.0)
+def _entropy(z):
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return -np.sum(p * np.log(p))
+
+
+def steer(logits, tokens, olp, adv, mask, mode, w_min, w_max, omega, h=1e-5):
+    """STEER weights from the paper's definitions, on explicit policy logits [..., V].
+
+    A token's update is the gradient step of its surrogate -A pi(a) / pi_old(a) on its own logit
+    z_a: dz_a = eta (A / pi_old) d pi(a) / d z_a. Its predicted entropy change is
+    dH = eta Omega with Omega = (dH / dz_a)(dz_a / eta), both derivatives by central finite
+    differences of the softmax (no closed form). m = |Omega| (the released code's variant divides
+    by pi(a)); weights: linear w = w_max - (m - m_min)(w_max - w_min) / (m_max - m_min) (the
+    midpoint if all m are equal), exp w = clip(exp(-kappa m), w_min, 1) with
+    kappa = -log(w_min) / max(m_max, 0.02); extrema over the valid tokens.
+    """
+    m = np.zeros(tokens.shape)
+    for idx in np.ndindex(tokens.shape):
+        z, a = logits[idx].astype(np.float64), tokens[idx]
+        e = np.zeros_like(z)
+        e[a] = h
+
+        def prob(zz, a=a):
+            q = np.exp(zz - zz.max())
+            return q[a] / q.sum()
+
+        dp_dz = (prob(z + e) - prob(z - e)) / (2 * h)
+        dh_dz = (_entropy(z + e) - _entropy(z - e)) / (2 * h)
+        om = dh_dz * adv[idx] / np.exp(olp[idx]) * dp_dz
+        if omega == "released_code":
+            om /= prob(z)
+        m[idx] = abs(om)
     valid = mask.astype(bool)
-    mv = m[valid]
-    w = np.zeros(lp.shape)
-    for idx in zip(*np.nonzero(valid), strict=True):
-        if mode == "linear":
-            lo, hi = mv.min(), mv.max()
-            if hi == lo:
-                w[idx] = (w_min + w_max) / 2
-            else:
-                w[idx] = np.clip(w_max - (m[idx] - lo) * (w_max - w_min) / (hi - lo), w_min, w_max)
-        else:
-            kappa = -np.log(w_min) / max(mv.max(), 0.02)
-            w[idx] = np.clip(np.exp(-kappa * m[idx]), w_min, 1.0)
-    return w
+    w = np.zeros(tokens.shape)
+    if not valid.any():
+        return w
+    lo, hi = m[valid].min(), m[valid].max()
+    if mode == "linear":
+        w = (w_min + w_max) / 2 if hi == lo else w_max - (m - lo) * (w_max - w_min) / (hi - lo)
+        w = np.clip(w, w_min, w_max)
+    else:
+        w = np.clip(np.exp(np.log(w_min) / max(hi, 0.02) * m), w_min, 1.0)
+    return np.where(valid, w, 0.0)
 
 
 def grpo(rewards, where, scale_by_std, eps):
@@ -91,4 +114,44 @@ def grpo(rewards, where, scale_by_std, eps):
                     out[g + (i,)] = r[i] - mean
                 elif std + eps > 0:  # equal rewards with eps = 0: no signal, A = 0
                     out[g + (i,)] = (r[i] - mean) / (std + eps)
+    return out
+
+
+def epo_run(entropies, mask, turns, num_turns, *, c_h, c_s, total_epochs, kappa_l, kappa_r):
+    """EPO (Xu et al. 2025) over consecutive RL steps, from the paper's definitions.
+
+    Step k: loss = -c_H (mean_t H_t - c_s beta(k) mean_t P_t) over the valid tokens, with
+    P_t = [kappa_l Href_j - H_t]_+ + [H_t - kappa_r Href_j]_+ for the token's turn j. Href_j is
+    the mean over the previous steps in which turn j occurred of that step's mean entropy of
+    turn j (this step's mean if it never occurred). beta(k): progress p within the half of K
+    epochs; 1 - 0.2 (1 - e^{-2p}) in the first half, 0.8 e^{-3p} in the second.
+    Returns per step (loss, mean entropy, mean penalty, beta).
+    """
+    history = [[] for _ in range(num_turns)]
+    half = total_epochs / 2
+    out = []
+    for k, h in enumerate(entropies):
+        valid = mask.astype(bool)
+        now = {
+            j: h[valid & (turns == j)].mean()
+            for j in range(num_turns)
+            if (valid & (turns == j)).any()
+        }
+        ref = {
+            j: (np.mean(history[j]) if history[j] else now.get(j, 0.0)) for j in range(num_turns)
+        }
+        pen = np.array(
+            [
+                max(kappa_l * ref[j] - x, 0.0) + max(x - kappa_r * ref[j], 0.0)
+                for x, j in zip(h[valid], turns[valid], strict=True)
+            ]
+        )
+        if k < half:
+            beta = 1 - 0.2 * (1 - np.exp(-2 * min(k / half, 1.0)))
+        else:
+            beta = 0.8 * np.exp(-3 * min((k - half) / half, 1.0))
+        h_mean = h[valid].mean()
+        out.append((-c_h * (h_mean - c_s * beta * pen.mean()), h_mean, pen.mean(), beta))
+        for j, m in now.items():
+            history[j].append(m)
     return out

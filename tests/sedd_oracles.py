@@ -3,6 +3,7 @@ and exact concrete scores of a Markov chain under the forward process (by enumer
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -19,9 +20,12 @@ def rate_matrix(kind: str, n: int) -> np.ndarray:
     return (np.ones((n, n)) - n * np.eye(n)) / n
 
 
+@functools.lru_cache(maxsize=4096)
 def transition(kind: str, n: int, sigma: float) -> np.ndarray:
-    """P[y, x0] = p_sigma(y | x0) = expm(sigma Q)[y, x0]."""
-    return expm(sigma * rate_matrix(kind, n))
+    """P[y, x0] = p_sigma(y | x0) = expm(sigma Q)[y, x0] (cached: quadrature reuses nodes)."""
+    p = expm(float(sigma) * rate_matrix(kind, n))
+    p.setflags(write=False)
+    return p
 
 
 def brute_force_dse(kind: str, n: int, log_score, xt: int, x0: int, sigma: float) -> float:

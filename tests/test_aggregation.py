@@ -134,9 +134,44 @@ def test_kl_estimators():
         np.array([0.0]), np.array([50.0]), "k3", log_ratio_clip=20, value_clip=10
     )
     assert big == 10
+    # The log-ratio clip applies on its own, without a value clip.
+    d = np.array([-30.0, -5.0, 0.0, 5.0, 30.0])
+    for kind, f in {
+        "k1": lambda x: x,
+        "k2": lambda x: x**2 / 2,
+        "k3": lambda x: np.exp(-x) - 1 + x,
+        "abs": np.abs,
+    }.items():
+        np.testing.assert_allclose(
+            entreg.kl_estimate(d, np.zeros(5), kind, log_ratio_clip=20.0),
+            f(np.clip(d, -20, 20)),
+            rtol=1e-12,
+        )
     # |d| has gradient 0 at d = 0 (on-policy KL-Cov contributes nothing).
     assert jax.grad(lambda x: entreg.kl_estimate(x, x * 1.0, "abs").sum())(lp).sum() == 0
     assert jax.grad(lambda x: entreg.kl_estimate(x, jnp.zeros(()) + 1.0, "abs"))(3.0) == 1
+
+
+def test_kl_estimate_at_infinite_and_overflowing_log_ratios():
+    inf = np.inf
+    lp = np.array([-inf, 0.0, -inf, -800.0, 0.0])
+    lq = np.array([-1.0, -inf, -inf, 0.0, 0.0])
+    # d = -inf, +inf, both excluded (d = 0), e^{-d} overflowing, 0.
+    np.testing.assert_array_equal(entreg.kl_estimate(lp, lq, "k3"), [inf, inf, 0.0, inf, 0.0])
+    np.testing.assert_array_equal(entreg.kl_estimate(lp, lq, "k2"), [inf, inf, 0.0, 3.2e5, 0.0])
+    np.testing.assert_array_equal(entreg.kl_estimate(lp, lq, "k1"), [-inf, inf, 0.0, -800, 0.0])
+    np.testing.assert_array_equal(  # any clip >= 0
+        entreg.kl_estimate(np.array([-3.0, 0.0]), np.zeros(2), "k3", value_clip=0.5), [0.5, 0.0]
+    )
+    clipped = entreg.kl_estimate(lp, lq, "k3", value_clip=10.0)
+    np.testing.assert_array_equal(clipped, [10.0, 10.0, 0.0, 10.0, 0.0])
+    # Where the estimate is clipped or infinite, the gradient is 0, never NaN.
+    for kind in ("k2", "k3"):
+        g = jax.grad(lambda x, kind=kind: entreg.kl_estimate(x, lq, kind, value_clip=10.0).sum())
+        grad = np.asarray(g(lp))
+        assert np.all(np.isfinite(grad)) and np.all(grad[[0, 1, 3]] == 0)
+        far = jax.grad(lambda x, kind=kind: entreg.kl_estimate(x, 0.0 * x, kind))(-100.0)
+        assert np.isfinite(far)
 
 
 def test_kl_estimators_unbiased_in_expectation():

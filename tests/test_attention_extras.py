@@ -51,12 +51,18 @@ def test_sink_mass_without_sink_is_first_key_and_effective_keys_is_exp_entropy()
 
 
 def test_head_entropy_fractions():
-    h = np.array([[0.05, 0.5, 0.95, 0.99], [0.2, 0.3, 0.4, 0.5]])
+    # Values on both sides of each default threshold (0.1 and 0.9) and at them (strict bands).
+    h = np.array([[0.05, 0.09, 0.1, 0.11, 0.5, 0.7, 0.89, 0.9, 0.91, 0.99], [0.3] * 5 + [0.95] * 5])
     collapse, overload = entreg.head_entropy_fractions(h)
-    np.testing.assert_allclose(collapse, [0.25, 0.0])
-    np.testing.assert_allclose(overload, [0.5, 0.0])
+    np.testing.assert_allclose(collapse, [0.2, 0.0])
+    np.testing.assert_allclose(overload, [0.2, 0.5])
+    collapse, overload = entreg.head_entropy_fractions(h.T, axis=0, collapse_below=0.6)
+    np.testing.assert_allclose(collapse, [0.5, 0.5])
+    np.testing.assert_allclose(overload, [0.2, 0.5])
     with pytest.raises(ValueError, match="collapse_below"):
         entreg.head_entropy_fractions(h, collapse_below=0.9, overload_above=0.5)
+    with pytest.raises(ValueError, match="normalized_entropy"):
+        entreg.head_entropy_fractions(np.zeros((3, 0)))
 
 
 @pytest.mark.parametrize("length", [2, 50, 197])
@@ -75,13 +81,23 @@ def test_entropy_lower_bound_is_tight_on_the_one_spike_construction(length):
 
 
 def test_entropy_lower_bound_holds_for_random_attention():
-    """Attention logits X W_Q W_K^T X^T (rank-one here) never go below the bound of their sigma."""
+    """Attention logits X W_Q W_K^T X^T never go below the bound of their sigma; the inputs are
+    scaled so that sigma lies in [0.2, 4], where the bound is far from 0."""
     rng = np.random.default_rng(2)
     t, d = 12, 4
-    for _ in range(20):
+    bounds, gaps = [], []
+    for target in rng.uniform(0.2, 4.0, 20):
         x = rng.normal(size=(t, d))
         wq, wk = rng.normal(size=(d, d)), rng.normal(size=(d, d))
-        logits = x @ wq @ wk.T @ x.T
         sigma = np.linalg.norm(wk @ wq.T, 2) * np.linalg.norm(x @ x.T, 2)
-        h = np.asarray(entreg.attention_entropy(logits))
-        assert h.min() >= float(entreg.entropy_lower_bound(sigma, t)) - 1e-9
+        x *= np.sqrt(target / sigma)  # sigma scales with |x|^2
+        sigma = np.linalg.norm(wk @ wq.T, 2) * np.linalg.norm(x @ x.T, 2)
+        h = np.asarray(entreg.attention_entropy(x @ wq @ wk.T @ x.T))
+        bound = float(entreg.entropy_lower_bound(sigma, t))
+        assert h.min() >= bound - 1e-9
+        bounds.append(bound)
+        gaps.append(h.min() - bound)
+    assert min(bounds) > 0.5 and max(bounds) < np.log(t)
+    assert min(gaps) < 0.5  # the bound is not vacuous on these inputs
+    with pytest.raises(ValueError, match="length"):
+        entreg.entropy_lower_bound(2.0, 1)

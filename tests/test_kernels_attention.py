@@ -106,9 +106,12 @@ def test_bf16_inputs(impl):
         q, k, v, is_causal=True, block_q=8, block_k=8, implementation=impl
     )
     assert out.dtype == jnp.bfloat16 and ent.dtype == jnp.float32
-    want = oracle(*(np.asarray(x, np.float32) for x in (q, k, v)), causal=True)
-    np.testing.assert_allclose(np.asarray(out, np.float32), want[0], atol=3e-2)
-    np.testing.assert_allclose(ent, want[1], atol=2e-2)
+    want = oracle(*(np.asarray(x, np.float64) for x in (q, k, v)), causal=True)
+    # The output is rounded to bf16: half an ulp at |out| <= 2.2 is 2^-8 * 2 = 7.8e-3 (measured
+    # 3.9e-3). The entropy accumulates in float32 over 16 keys (measured 3e-7 to 7e-7).
+    assert np.abs(want[0]).max() < 2.2
+    np.testing.assert_allclose(np.asarray(out, np.float64), want[0], atol=8e-3)
+    np.testing.assert_allclose(ent, want[1], atol=2e-6)
     g = jax.jit(
         jax.grad(lambda a: kernels.attention_with_entropy(a, k, v, implementation=impl)[1].sum())
     )(q)

@@ -1,6 +1,7 @@
 """Score entropy and SEDD: closed forms vs brute force, exact-score integrals, samplers."""
 
 import functools
+import itertools
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -307,3 +308,172 @@ def test_padding_mask_and_score_entropy_term():
         term({k: v for k, v in signals.items() if k != "rate"}, (), 0)
     with pytest.raises(ValueError, match="sigma"):
         losses.denoising_score_entropy(graph, log_score, xt, x0, sigma[:2], rate)
+
+
+# --------------------------------------------- sedd_elbo against an exact quadrature oracle
+# Absorbing diffusion over N = 3 tokens, length L = 3, log-linear noise with eps = 0.2, so that
+# the prior term e^{-sigma(1)} L log N = 0.66 nats is far above the Monte-Carlo error.
+ELBO_N, ELBO_L, ELBO_NOISE = 3, 3, losses.LogLinearNoise(eps=0.2)
+
+
+def _elbo_model(seed: int, sigma_scale: float):
+    """A model whose output depends on the position, the noise level and the whole sequence
+    (its number of masks), so the bound has no closed form."""
+    rng = np.random.default_rng(seed)
+    dim = ELBO_N + 1
+    w, c, u = (rng.normal(size=(ELBO_L, dim)) for _ in range(3))
+    c, u = sigma_scale * c, 0.5 * u
+
+    def numpy_fn(xt, sigma):  # xt [L], sigma scalar -> [L, dim]
+        return w + c * np.tanh(sigma) + u * np.mean(xt == ELBO_N)
+
+    def jax_fn(xt, sigma):  # xt [B, L], sigma [B] -> [B, L, dim]
+        frac = jnp.mean(xt == ELBO_N, axis=-1)[:, None, None]
+        return w + c * jnp.tanh(sigma)[:, None, None] + u * frac
+
+    return numpy_fn, jax_fn
+
+
+def _exact_elbo(numpy_fn, x0) -> float:
+    """int_0^1 sigma'(t) E_{x_t ~ p_t(. | x_0)} [sum_i l_i(x_t)] dt + sum_i KL(p_1(. | x_0^i) || pi)
+    in float64: Gauss-Legendre in t, every x_t enumerated, l_i by brute force from the rate
+    matrix."""
+    n, dim = ELBO_N, ELBO_N + 1
+    x, w = np.polynomial.legendre.leggauss(32)
+    total = 0.0
+    for xi, wi in zip(x, w, strict=True):
+        t = 0.5 * (xi + 1.0)
+        sigma = -np.log1p(-(1.0 - ELBO_NOISE.eps) * t)
+        rate = (1.0 - ELBO_NOISE.eps) / (1.0 - (1.0 - ELBO_NOISE.eps) * t)
+        masked_p = 1.0 - np.exp(-sigma)
+        expected = 0.0
+        for masks in itertools.product([False, True], repeat=ELBO_L):
+            xt = np.where(masks, n, x0)
+            prob = np.prod(np.where(masks, masked_p, 1.0 - masked_p))
+            out = numpy_fn(xt, sigma)
+            log_score = out - np.log(np.expm1(sigma)) - np.log(n)
+            expected += prob * sum(
+                oracle.brute_force_dse("absorbing", n, log_score[i], xt[i], x0[i], sigma)
+                for i in range(ELBO_L)
+            )
+        total += 0.5 * wi * rate * expected
+    # Base distribution pi (what the sampler starts from): MASK w.p. 1 - e^{-sigma_1}, else a
+    # uniform real token.
+    sigma1 = -np.log(ELBO_NOISE.eps)
+    pi = np.r_[np.full(n, np.exp(-sigma1) / n), 1.0 - np.exp(-sigma1)]
+    p1 = oracle.transition("absorbing", n, sigma1)
+    prior = sum(np.sum(rel_entr(p1[:, a], pi)) for a in x0)
+    assert p1.shape == (dim, dim)
+    return total + prior
+
+
+def _elbo_estimate(jax_fn, x0s, copies, key):
+    batch = np.repeat(np.asarray(x0s), copies, axis=0)
+    est = losses.sedd_elbo(key, jax_fn, batch, losses.AbsorbingGraph(ELBO_N), ELBO_NOISE)
+    est = np.asarray(est).reshape(len(x0s), copies)
+    return est.mean(1), est.std(1, ddof=1) / np.sqrt(copies)
+
+
+def test_sedd_elbo_matches_exact_quadrature_within_standard_error():
+    numpy_fn, jax_fn = _elbo_model(0, sigma_scale=2.0)
+    x0s = [(0, 1, 2), (2, 2, 0), (1, 1, 1)]
+    mean, se = _elbo_estimate(jax_fn, x0s, 1024, jax.random.key(0))
+    exact = np.array([_exact_elbo(numpy_fn, np.array(x0)) for x0 in x0s])
+    # The standard error is small against the prior term (0.66) and against the variation of
+    # the integrand over t, so a dropped prior or a truncated time range cannot pass.
+    assert np.all(se < 0.06), se
+    np.testing.assert_array_less(np.abs(mean - exact), 4.0 * se)
+
+
+def test_sedd_elbo_bounds_the_model_likelihood():
+    """With the exact scores of a factorized q, the reverse process started from pi generates
+    p(x_0^i) = (1 - e^{-sigma_1}) q_i(x_0^i) + e^{-sigma_1} / N per position; the bound is above
+    -log p for every x_0, exactly (quadrature) and in the Monte-Carlo estimate."""
+    rng = np.random.default_rng(1)
+    q = rng.dirichlet(np.ones(ELBO_N), size=ELBO_L)  # [L, N]
+    out = np.concatenate([np.log(q) + np.log(ELBO_N), np.zeros((ELBO_L, 1))], -1)
+
+    def jax_fn(xt, sigma):
+        return jnp.broadcast_to(out, (*xt.shape, ELBO_N + 1))
+
+    keep = ELBO_NOISE.eps  # e^{-sigma_1}
+    x0s = [(0, 0, 0), (0, 1, 2), (2, 1, 0), (1, 2, 2), (2, 0, 1)]
+    nll = np.array(
+        [-np.sum(np.log((1 - keep) * q[np.arange(ELBO_L), x0] + keep / ELBO_N)) for x0 in x0s]
+    )
+    exact = np.array([_exact_elbo(lambda xt, s: out, np.array(x0)) for x0 in x0s])
+    assert np.all(exact >= nll - 1e-9) and np.max(exact - nll) > 0.05
+    mean, se = _elbo_estimate(jax_fn, x0s, 256, jax.random.key(1))
+    np.testing.assert_array_less(np.abs(mean - exact), 4.0 * se + 1e-9)
+
+
+def test_sedd_loss_and_elbo_ignore_padding_whatever_it_holds():
+    # Uniform diffusion: every counted position contributes, whatever its noise draw.
+    graph, noise = losses.UniformGraph(5), losses.GeometricNoise()
+    params, model_fn = _toy_model(graph.dim)
+    rng = np.random.default_rng(4)
+    x0 = rng.integers(5, size=(6, 7))
+    mask = np.ones((6, 7), bool)
+    mask[:, 5:] = False
+    mask[2] = False  # an all-padding sequence: zero loss
+    # Padding with other real tokens, and with ids outside the vocabulary.
+    other = np.where(mask, x0, (x0 + 1) % 5)
+    garbage = np.where(mask, x0, rng.integers(-3, 40, size=x0.shape))
+
+    def loss(params, tokens):
+        fn = functools.partial(model_fn, params)
+        per_seq = losses.sedd_loss(jax.random.key(0), fn, tokens, graph, noise, mask=mask)
+        return per_seq.sum(), per_seq
+
+    (v1, per_seq), g1 = jax.value_and_grad(loss, has_aux=True)(params, x0)
+    for padded in (other, garbage):
+        (v2, _), g2 = jax.value_and_grad(loss, has_aux=True)(params, padded)
+        np.testing.assert_array_equal(v1, v2)
+        np.testing.assert_array_equal(g1, g2)
+    assert per_seq[2] == 0.0 and np.all(np.asarray(per_seq)[np.arange(6) != 2] > 0)
+    assert np.all(np.isfinite(g1))
+    # Padding positions do not count: the masked loss differs from the unmasked one.
+    fn = functools.partial(model_fn, params)
+    full = losses.sedd_loss(jax.random.key(0), fn, x0, graph, noise)
+    assert np.abs(np.asarray(full) - np.asarray(per_seq)).max() > 1e-6
+    elbo = losses.sedd_elbo(jax.random.key(1), fn, garbage, graph, noise, mask=mask)
+    np.testing.assert_array_equal(
+        elbo, losses.sedd_elbo(jax.random.key(1), fn, x0, graph, noise, mask=mask)
+    )
+
+
+def test_denoising_score_entropy_padding_garbage_reaches_no_gradient():
+    graph, noise = losses.UniformGraph(4), losses.GeometricNoise()
+    rng = np.random.default_rng(5)
+    x0 = rng.integers(4, size=(3, 5))
+    xt = rng.integers(4, size=(3, 5))
+    mask = np.ones((3, 5), bool)
+    mask[:, 3:] = False
+    sigma, rate = noise(np.array([0.2, 0.5, 0.9]))
+    log_score = rng.normal(size=(3, 5, 4))
+    log_score[~mask] = np.nan
+    xt_bad = np.where(mask, xt, -7)
+
+    def f(s):
+        return losses.denoising_score_entropy(graph, s, xt_bad, x0, sigma, rate, mask=mask).sum()
+
+    value, grad = jax.value_and_grad(f)(log_score)
+    assert np.isfinite(value) and np.all(np.asarray(grad)[~mask] == 0.0)
+    clean = np.where(mask[..., None], log_score, 0.0)
+    want = losses.denoising_score_entropy(graph, clean, xt, x0, sigma, rate, mask=mask).sum()
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+
+
+def test_final_denoising_step_never_returns_mask():
+    """A model with tiny scores leaves most positions masked until the last step, which must
+    unmask every one of them (without that step many stay MASK)."""
+    graph, noise = losses.AbsorbingGraph(3), losses.LogLinearNoise()
+
+    def model_fn(xt, sigma):
+        return jnp.full((*xt.shape, graph.dim), -30.0)
+
+    key = jax.random.key(7)
+    x = losses.sample(key, model_fn, graph, noise, (64, 8), steps=1)
+    assert np.all(np.asarray(x) < graph.num_tokens)
+    raw = losses.sample(key, model_fn, graph, noise, (64, 8), steps=1, denoise=False)
+    assert np.mean(np.asarray(raw) == graph.mask_id) > 0.9

@@ -330,13 +330,37 @@ def dse_np(z, sigma, t=1, drop_trivial=False):
     d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
     g = np.exp(-d2 / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
     p = g / g.sum(1, keepdims=True)
-    lam = np.sort(np.linalg.eigvals(p).real)
+    lam = np.clip(np.sort(np.linalg.eigvals(p).real), 0, None)
+    lam = np.where(lam > 1e-12 * lam.sum(), lam, 0.0)  # round-off of the whole spectrum
     if drop_trivial:
         lam = lam[:-1]
-    a = np.clip(lam, 0, None) ** t
-    a = a / a.sum()
+    if lam.sum() == 0:  # nothing but the trivial eigenvalue (constant data)
+        return 0.0
+    a = lam**t / (lam**t).sum()
     a = a[a > 1e-12]
     return float(-(a * np.log2(a)).sum())
+
+
+def dsmi_np(key, z, labels, num_classes, repetitions, sigma, valid=None, uniform=False):
+    """DSMI(Z; Y) = sum_c p(c) [mean_r DSE(R_{c,r}) - DSE(Z | Y = c)] (Liao, Liu et al. 2023),
+    p(c) = n_c / N the EMPIRICAL class frequency over the valid rows. The random size-matched
+    subsets R_{c,r} follow entreg's documented draw (the n_c valid rows with the smallest
+    uniform scores of fold_in(key, c)); DSE is the float64 random-walk oracle above."""
+    n = len(z)
+    valid = np.ones(n, bool) if valid is None else valid
+    total = 0.0
+    for c in range(num_classes):
+        rows = valid & (labels == c)
+        n_c = int(rows.sum())
+        if n_c == 0:
+            continue
+        scores = np.asarray(jax.random.uniform(jax.random.fold_in(key, c), (repetitions, n)))
+        scores = np.where(valid, scores, 2.0)
+        subsets = [np.argsort(s, kind="stable")[:n_c] for s in scores]
+        random_dse = np.mean([dse_np(z[idx], sigma) for idx in subsets])
+        p_c = 1.0 / num_classes if uniform else n_c / valid.sum()
+        total += p_c * (random_dse - dse_np(z[rows], sigma))
+    return total
 
 
 @pytest.mark.parametrize("t, drop", [(1, False), (0.5, True)])
@@ -358,6 +382,32 @@ def test_dse_gradient_finite_with_duplicated_points():
     z = jnp.asarray(np.repeat(np.random.default_rng(15).normal(size=(5, 2)), 3, axis=0))
     g = jax.grad(lambda f: entreg.diffusion_spectral_entropy(f, sigma=1.0))(z)
     assert np.isfinite(np.asarray(g)).all()
+
+
+def test_dsmi_matches_oracle_with_unbalanced_classes_and_padding():
+    rng = np.random.default_rng(21)
+    sizes = [3, 8, 19]
+    labels = np.repeat(np.arange(3), sizes)
+    centers = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    z = centers[labels] * (labels[:, None] != 2) + rng.normal(size=(30, 2)) * 0.6
+    valid = rng.random(30) < 0.9
+    key = jax.random.key(3)
+    got = entreg.diffusion_spectral_mutual_information(
+        key, z, labels, num_classes=3, repetitions=3, sigma=1.0, where=valid, eps=1e-12
+    )
+    want = dsmi_np(key, z, labels, 3, 3, 1.0, valid)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    # Uniform class weights would give a clearly different value on these classes.
+    assert abs(want - dsmi_np(key, z, labels, 3, 3, 1.0, valid, uniform=True)) > 0.05
+    with pytest.raises(ValueError, match="labels"):
+        entreg.diffusion_spectral_mutual_information(key, z, labels + 1, num_classes=3)
+
+
+def test_dse_of_constant_data_is_zero_with_the_trivial_eigenvalue_dropped():
+    z = np.ones((12, 3))
+    for drop in (False, True):
+        assert float(entreg.diffusion_spectral_entropy(z, sigma=1.0, drop_trivial=drop)) == 0.0
+        assert dse_np(z, 1.0, drop_trivial=drop) == 0.0
 
 
 def test_dsmi_identities_and_signal():
@@ -395,7 +445,9 @@ def test_dsmi_identities_and_signal():
 def test_stochastic_estimate_within_stated_error():
     rng = np.random.default_rng(17)
     a = random_psd(rng, 200, rank=50)
-    low = random_psd(rng, 50, rank=4)
+    # Diagonal: v^T f(A) v = tr f(A) for every Rademacher probe (no probe noise), and rank 4:
+    # Lanczos breaks down after 4 steps with an exact quadrature, so the estimate is exact.
+    low = np.diag(np.r_[rng.uniform(0.5, 2.0, 4), np.zeros(46)])
     orders = (0.5, 1.0, 2.0)
 
     @jax.jit
@@ -406,19 +458,20 @@ def test_stochastic_estimate_within_stated_error():
             )
             for q in orders
         ]
-        # Rank 4 < num_steps: Lanczos breaks down early and the quadrature is exact.
         rank4 = [
-            entreg.stochastic_spectral_entropy(key, lambda v: low @ v, 50, order=q)[0]
-            for q in orders
+            entreg.stochastic_spectral_entropy(key, lambda v: low @ v, 50, order=q) for q in orders
         ]
         return full, rank4
 
     full, rank4 = estimates(jax.random.key(0))
-    for q, (est, se), est_low in zip(orders, full, rank4, strict=True):
+    for q, (est, se), (est_low, se_low) in zip(orders, full, rank4, strict=True):
         exact = float(entreg.matrix_entropy(a, order=q))
         assert 0 < float(se) < 0.05
         assert abs(float(est) - exact) < 4 * float(se) + 1e-3
-        np.testing.assert_allclose(est_low, entreg.matrix_entropy(low, order=q), atol=0.1)
+        lam = np.diag(low)[:4] / np.trace(low)
+        want = -np.sum(lam * np.log(lam)) if q == 1 else np.log(np.sum(lam**q)) / (1 - q)
+        np.testing.assert_allclose(est_low, want, rtol=1e-10)
+        assert float(se_low) < 1e-10
 
 
 def test_terms_signs_and_gradients():
