@@ -46,7 +46,8 @@ _EXTERNAL = r"(builtins|collections|typing|types|numpy|np|jax|jaxlib|jnp|flax|nn
 nitpick_ignore_regex = [
     (r"py:.*", rf"{_EXTERNAL}(\..*)?"),
     (r"py:.*", r"(int|float|bool|str|bytes|dict|list|tuple|set|object|type|None|Ellipsis)"),
-    (r"py:.*", r"(Any|Callable|Sequence|Mapping|Iterable|Literal|NamedTuple|ArrayLike|Array|ndarray)"),
+    (r"py:.*", r"(Any|Callable|Sequence|Mapping|Iterable|Literal|NamedTuple|ArrayLike|Array)"),
+    (r"py:.*", r"ndarray"),  # numpy's, through jaxtyping's ArrayLike
 ]
 default_role = "entreg-obj"
 
