@@ -8,7 +8,16 @@ Attention with entropy (B=1, N=8 heads, T=4096, D=64, float32), forward and back
 reference computing the same outputs (memory) and `jax.nn.dot_product_attention` without
 entropy (time).
 
+Peers, when installed (``pip install -e ".[experiments,bench]"``), on the same token inputs in
+the same process, each with its own defaults and weight layout: jax-cce's `linear_cross_entropy`
+(cut cross-entropy: vocabulary chunks of 4096 in a lax.scan, W as [V, H]) and tokamax's
+`linear_softmax_cross_entropy_loss` (implementation "xla": materialized logits). They return the
+cross-entropy only; entreg returns the log-probs and the entropy. jax-cce is also run at entreg's
+chunk size, so that the memory ratio can be read at equal chunks.
+
 Claims (CPU, "xla" implementations): token temp memory <= 1/8 of naive and time <= 1.0x naive;
+with the peers installed, token temp memory <= 0.5x jax-cce's and <= tokamax's, and time <= 1.0x
+jax-cce's;
 attention temp memory <= 1/16 of the materialized reference and time <= 1.5x
 jax.nn.dot_product_attention. Temporary memory is XLA's compiled temp_size_in_bytes (the
 executable that is timed); times are medians after a warm-up. The memory ratios are
@@ -26,6 +35,8 @@ bf16 matmul with the same FLOPs, timed in the same process.
 """
 
 from __future__ import annotations
+
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -72,15 +83,49 @@ def attention_losses(block):
     return blockwise, blockwise_output_only, materialized, jax_attention
 
 
-def measure(fns, args, argnums, repeats, timed):
-    """Per function: compiled temp bytes of its gradient, and its median time if ``timed`` (the
-    same compiled executable serves both); returns the rows and the executables."""
+def peer_losses(h, w, labels, chunk):
+    """Cross-entropy from hidden states by the peers that are installed (the ``bench`` extra):
+    name -> (loss, its arguments in the peer's own weight layout)."""
+    found = {}
+    try:
+        import jax_cce
+    except ImportError:
+        pass
+    else:
+        w_vh = jnp.asarray(w.T)  # jax-cce takes W as [V, H]; transposed once, outside the loss
+        found["jax_cce"] = (lambda a, b: jax_cce.linear_cross_entropy(a, b, labels), (h, w_vh))
+        found["jax_cce_entreg_chunk"] = (
+            lambda a, b: jax_cce.linear_cross_entropy(a, b, labels, chunk_size=chunk),
+            (h, w_vh),
+        )
+    try:
+        import tokamax
+        from absl import flags
+    except ImportError:
+        pass
+    else:
+        # tokamax reads its settings from absl flags, which it would parse from our command line.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS(sys.argv[:1])
+        found["tokamax_xla"] = (
+            lambda a, b: tokamax.linear_softmax_cross_entropy_loss(
+                a, labels, b, implementation="xla"
+            ),
+            (h, w),
+        )
+    return found
+
+
+def measure(fns, argnums, repeats, timed):
+    """Per function (name -> (fn, args)): compiled temp bytes of its gradient, and its median
+    time if ``timed`` (the same compiled executable serves both); returns the rows and the
+    executables."""
     rows, compiled = {}, {}
-    for name, fn in _harness.progress(fns.items(), "variants"):
+    for name, (fn, args) in _harness.progress(fns.items(), "variants"):
         grad = compiled[name] = jax.jit(jax.grad(fn, argnums)).lower(*args).compile()
         row = {"temp_bytes": int(grad.memory_analysis().temp_size_in_bytes)}
         if name in timed:
-            row["seconds"] = _harness.best_time(lambda g=grad: g(*args), repeats)
+            row["seconds"] = _harness.best_time(lambda g=grad, a=args: g(*a), repeats)
         rows[name] = row
     return rows, compiled
 
@@ -171,8 +216,12 @@ def main() -> int:
     w = jax.random.normal(k2, (tok["h"], tok["v"]), jnp.float32) / np.sqrt(tok["h"])
     labels = jax.random.randint(k3, (tok["t"],), 0, tok["v"])
     naive, fused = token_losses(labels, tok["chunk"])
+    peers = peer_losses(h, w, labels, tok["chunk"])
     token, grads = measure(
-        {"naive": naive, "fused": fused}, (h, w), (0, 1), repeats, {"naive", "fused"}
+        {"naive": (naive, (h, w)), "fused": (fused, (h, w)), **peers},
+        (0, 1),
+        repeats,
+        {"naive", "fused", *peers},
     )
     g_naive, g_fused = grads["naive"](h, w), grads["fused"](h, w)
     token_err = max(
@@ -185,12 +234,11 @@ def main() -> int:
     blockwise, out_only, materialized, jax_attention = attention_losses(att["block"])
     attn, _ = measure(
         {
-            "blockwise": blockwise,
-            "blockwise_output_only": out_only,
-            "materialized": materialized,
-            "jax_dot_product_attention": jax_attention,
+            "blockwise": (blockwise, (q, k, v)),
+            "blockwise_output_only": (out_only, (q, k, v)),
+            "materialized": (materialized, (q, k, v)),
+            "jax_dot_product_attention": (jax_attention, (q, k, v)),
         },
-        (q, k, v),
         (0, 1, 2),
         repeats,
         {"blockwise", "blockwise_output_only", "jax_dot_product_attention"},
@@ -235,6 +283,43 @@ def main() -> int:
             f"{entropy_cost:+.1%} to the same kernel",
         ),
     ]
+    fused_mib, fused_s = token["fused"]["temp_bytes"] / MIB, token["fused"]["seconds"]
+    if "jax_cce" in token:
+        cce, same = token["jax_cce"], token["jax_cce_entreg_chunk"]
+        claims += [
+            _harness.at_most(
+                "token fused / jax-cce temp memory (fwd+bwd)",
+                token["fused"]["temp_bytes"] / cce["temp_bytes"],
+                0.5,
+                f"{fused_mib:.1f} vs {cce['temp_bytes'] / MIB:.1f} MiB at jax-cce's default chunk"
+                f" (at entreg's chunk {tok['chunk']}: {same['temp_bytes'] / MIB:.1f} MiB)",
+            ),
+            _harness.at_most(
+                "token fused (log-probs + entropy) / jax-cce time (fwd+bwd)",
+                fused_s / cce["seconds"],
+                1.0,
+                f"{fused_s:.2f} s vs {cce['seconds']:.2f} s (at entreg's chunk: "
+                f"{same['seconds']:.2f} s)",
+            ),
+        ]
+    if "tokamax_xla" in token:
+        tkx = token["tokamax_xla"]
+        claims.append(
+            _harness.at_most(
+                "token fused / tokamax xla temp memory (fwd+bwd)",
+                token["fused"]["temp_bytes"] / tkx["temp_bytes"],
+                1.0,
+                f"{fused_mib:.1f} vs {tkx['temp_bytes'] / MIB:.1f} MiB; time {fused_s:.2f} s vs "
+                f"{tkx['seconds']:.2f} s ({fused_s / tkx['seconds']:.2f}x)",
+            )
+        )
+    missing = [
+        peer
+        for peer, row in (("jax-cce", "jax_cce"), ("tokamax", "tokamax_xla"))
+        if row not in token
+    ]
+    if missing:
+        print(f"peers not installed, not compared: {missing} (pip install -e '.[bench]')")
     on_gpu = jax.default_backend() == "gpu"
     gpu = "not measured: no GPU in this run"
     if on_gpu:
@@ -258,7 +343,7 @@ def main() -> int:
         ]
     measured = {
         "backend": jax.default_backend(),
-        "token": {**token, "shape": tok, "grad_max_rel_err": token_err},
+        "token": {**token, "shape": tok, "grad_max_rel_err": token_err, "peers_missing": missing},
         "attention": {**attn, "shape": att, "entropy_output_cost": entropy_cost},
         "gpu": gpu,
     }
