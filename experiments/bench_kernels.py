@@ -109,7 +109,7 @@ def peer_losses(h, w, labels, chunk):
             flags.FLAGS(sys.argv[:1])
         found["tokamax_xla"] = (
             lambda a, b: tokamax.linear_softmax_cross_entropy_loss(
-                a, labels, b, implementation="xla"
+                a, labels, b, reduction="mean", implementation="xla"
             ),
             (h, w),
         )
@@ -284,6 +284,21 @@ def main() -> int:
         ),
     ]
     fused_mib, fused_s = token["fused"]["temp_bytes"] / MIB, token["fused"]["seconds"]
+    if peers:
+        # The peers time the same quantity only if they compute it: their mean cross-entropy
+        # against entreg's log-probs (a wrong layout or label order would pass the timing).
+        lp, _ = kernels.linear_log_probs_and_entropy(h, w, labels, chunk_size=tok["chunk"])
+        ce = -float(jnp.mean(lp))
+        peer_err = max(abs(float(fn(*a)) - ce) / ce for fn, a in peers.values())
+        claims.append(
+            _harness.at_most(
+                "peers' mean cross-entropy vs entreg's log-probs (max relative difference)",
+                peer_err,
+                1e-5,
+                f"{sorted(peers)}; entreg {ce:.6f} nats",
+                quick=True,
+            )
+        )
     if "jax_cce" in token:
         cce, same = token["jax_cce"], token["jax_cce_entreg_chunk"]
         claims += [
