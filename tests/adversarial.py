@@ -12,8 +12,9 @@ runs each:
   extreme sigma / temperature / order). Checks: no NaN in any floating output (and no inf unless
   ``infinite_ok``: a documented +inf), finite gradients of the sum of the finite floating outputs
   with respect to ``grad_argnums``, the output dtype when ``dtype`` is given, ``expect(outputs)``
-  when given, and the same outputs and gradients eagerly and under ``jax.jit`` (for each
-  callable's first case, and for any case with ``eager=True``).
+  when given. Each callable's first case (and any case with ``eager=True``) runs under chex's
+  variants, jit and eager with device-placed arguments, and the eager outputs and gradients must
+  match jit's; the others run under jit only.
 * `Bad`: a call with bad input must raise ``error`` (TypeError for a wrong kind, ValueError for a
   wrong value) whose message names ``argument`` in backticks.
 """

@@ -8,9 +8,11 @@ import inspect
 import re
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from adversarial import (
     PUBLIC_MODULES,
     Bad,
@@ -74,6 +76,11 @@ EDGES = [
     for name, items in CASES.items()
     for i, c in enumerate(c for c in items if isinstance(c, Edge))
 ]
+# Cases checked under chex's variants (jit; eager with the arguments placed on the device), the
+# others under jit alone (or eagerly alone, for what cannot be traced as a whole). A plain eager
+# variant would repeat the device one: on one device they differ only by placement.
+VARIANT_EDGES = [(n, c) for n, c in EDGES if c.jit and c.eager]
+JIT_EDGES = [(n, c) for n, c in EDGES if not (c.jit and c.eager)]
 BADS = [(name, c) for name, items in CASES.items() for c in items if isinstance(c, Bad)]
 
 
@@ -85,14 +92,11 @@ def test_every_public_callable_has_a_case():
     assert not stale, f"cases for names that are not public callables: {stale}"
     no_edge = sorted(n for n, items in CASES.items() if not any(isinstance(c, Edge) for c in items))
     assert not no_edge, f"public callables without an Edge case: {no_edge}"
+    unvaried = {n for n, c in EDGES if c.jit} - {n for n, _ in VARIANT_EDGES}
+    assert not unvaried, f"callables with no case run both eagerly and under jit: {unvaried}"
 
 
-@pytest.mark.parametrize(("name", "case"), EDGES, ids=[f"{n}:{c.label}" for n, c in EDGES])
-def test_edge(name, case: Edge):
-    where = f"{name} [{case.label}]"
-    argnums = tuple(case.grad_argnums)
-    both = value_and_grads(case.fn, argnums) if argnums else lambda *a: (case.fn(*a), ())
-    out, grads = (jax.jit(both) if case.jit else both)(*case.args)
+def check_edge(case: Edge, out, grads, where: str) -> None:
     assert_no_nan(out, case.infinite_ok, where)
     assert_no_nan(grads, False, f"{where} gradient")
     if case.dtype is not None:
@@ -101,10 +105,39 @@ def test_edge(name, case: Edge):
                 assert x.dtype == case.dtype, f"{where}: dtype {x.dtype}, expected {case.dtype}"
     if case.expect is not None:
         case.expect(out)
-    if case.jit and case.eager:
-        eager, g_eager = both(*case.args)
-        assert_trees_close(out, eager, f"{where} (jit vs eager)")
-        assert_trees_close(grads, g_eager, f"{where} gradient (jit vs eager)")
+
+
+def _both(case: Edge):
+    argnums = tuple(case.grad_argnums)
+    return value_and_grads(case.fn, argnums) if argnums else lambda *a: (case.fn(*a), ())
+
+
+@pytest.mark.parametrize(("name", "case"), JIT_EDGES, ids=[f"{n}:{c.label}" for n, c in JIT_EDGES])
+def test_edge(name, case: Edge):
+    both = _both(case)
+    out, grads = (jax.jit(both) if case.jit else both)(*case.args)
+    check_edge(case, out, grads, f"{name} [{case.label}]")
+
+
+class EdgeVariantsTest(chex.TestCase):
+    """Each callable's first case (and any marked ``eager``) under chex's variants: both pass
+    the Edge checks, and the eager call agrees with jit."""
+
+    @chex.variants(with_jit=True, with_device=True)
+    @parameterized.named_parameters(*((f"{n}:{c.label}", n, c) for n, c in VARIANT_EDGES))
+    def test_edge(self, name, case: Edge):
+        where = f"{name} [{case.label}] ({self.variant.type.name})"
+        both = _both(case)
+        # Only arrays are placed on the device: Python scalars and objects stay as they are.
+        static = tuple(
+            i for i, a in enumerate(case.args) if not isinstance(a, (np.ndarray, jax.Array))
+        )
+        out, grads = self.variant(both, ignore_argnums=static)(*case.args)
+        check_edge(case, out, grads, where)
+        if self.variant.type is chex.ChexVariantType.WITH_DEVICE:
+            jitted, g_jitted = jax.jit(both)(*case.args)
+            assert_trees_close(out, jitted, f"{where} vs jit")
+            assert_trees_close(grads, g_jitted, f"{where} gradient vs jit")
 
 
 @pytest.mark.parametrize(("name", "case"), BADS, ids=[f"{n}:{c.label}" for n, c in BADS])
