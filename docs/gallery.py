@@ -29,6 +29,59 @@ MAX_PLOT_WIDTH = 1200  # pixels; plots are re-encoded as 256-colour PNGs no wide
 
 # The papers whose claims each experiment checks (titles; the docstring says which claim).
 PAPERS = {
+    "bench_decoding": [
+        "Holtzman et al., *The Curious Case of Neural Text Degeneration*, ICLR 2020 (top-p).",
+        "Meister, Pimentel, Wiher & Cotterell, *Locally Typical Sampling*, TACL 2023.",
+    ],
+    "bench_kernels": [
+        "Wijmans et al., *Cut Your Losses in Large-Vocabulary Language Models*, ICLR 2025.",
+        "Dao et al., *FlashAttention: Fast and Memory-Efficient Exact Attention with "
+        "IO-Awareness*, NeurIPS 2022.",
+    ],
+    "bench_mutual_information": [
+        "van den Oord, Li & Vinyals, *Representation Learning with Contrastive Predictive "
+        "Coding*, 2018 (InfoNCE).",
+        "Kraskov, Stögbauer & Grassberger, *Estimating Mutual Information*, Phys. Rev. E 2004.",
+    ],
+    "bench_spectral": [
+        "Friedman & Dieng, *The Vendi Score: A Diversity Evaluation Metric for Machine "
+        "Learning*, TMLR 2023.",
+    ],
+    "decoding_control": [
+        "Basu et al., *Mirostat: A Neural Text Decoding Algorithm that Directly Controls "
+        "Perplexity*, ICLR 2021.",
+        "Meister, Pimentel, Wiher & Cotterell, *Locally Typical Sampling*, TACL 2023.",
+        "Hewitt, Manning & Liang, *Truncation Sampling as Language Model Desmoothing*, "
+        "Findings of EMNLP 2022 (eta sampling).",
+        "Grave, Joulin & Usunier, *Improving Neural Language Models with a Continuous Cache*, "
+        "ICLR 2017.",
+    ],
+    "mi_staircase": [
+        "Poole et al., *On Variational Bounds of Mutual Information*, ICML 2019.",
+        "Song & Ermon, *Understanding the Limitations of Variational Mutual Information "
+        "Estimators*, ICLR 2020.",
+        "Kraskov, Stögbauer & Grassberger, *Estimating Mutual Information*, Phys. Rev. E 2004.",
+        "Rosas et al., *Quantifying High-order Interdependencies via Multivariate Extensions "
+        "of the Mutual Information*, Phys. Rev. E 2019 (O-information).",
+    ],
+    "quickstart": [
+        "Zhai et al., *Stabilizing Transformer Training by Preventing Attention Entropy "
+        "Collapse*, ICML 2023.",
+    ],
+    "test_time_adaptation": [
+        "Wang et al., *Tent: Fully Test-Time Adaptation by Entropy Minimization*, ICLR 2021.",
+        "Niu et al., *Efficient Test-Time Model Adaptation without Forgetting*, ICML 2022 (EATA).",
+        "Niu et al., *Towards Stable Test-Time Adaptation in Dynamic Wild World*, ICLR 2023 (SAR).",
+        "Lee et al., *Entropy is not Enough for Test-Time Adaptation: From the Perspective of "
+        "Disentangled Factors*, ICLR 2024 (DeYO).",
+        "Wang et al., *Continual Test-Time Domain Adaptation*, CVPR 2022 (CoTTA).",
+        "Döbler, Marsden & Yang, *Robust Mean Teacher for Continual and Gradual Test-Time "
+        "Adaptation*, CVPR 2023 (RMT).",
+        "Liang, Hu & Feng, *Do We Really Need to Access the Source Data? Source Hypothesis "
+        "Transfer for Unsupervised Domain Adaptation*, ICML 2020 (SHOT).",
+        "Hendrycks & Dietterich, *Benchmarking Neural Network Robustness to Common "
+        "Corruptions and Perturbations*, ICLR 2019 (the corruptions).",
+    ],
     "attention_collapse": [
         "Zhai et al., *Stabilizing Transformer Training by Preventing Attention Entropy "
         "Collapse*, ICML 2023.",

@@ -66,8 +66,12 @@ def linear_log_probs_and_entropy(
     The [..., V] logits are never materialized: the vocabulary is swept in chunks of
     ``chunk_size`` columns with an online, centred float32 accumulator (start at -inf, padded
     and invalid columns at -inf), and a custom VJP recomputes the chunks and takes cotangents
-    for both outputs. Memory beyond inputs and outputs is one [T, chunk_size] block. This is the
-    memory wall of RL entropy terms: [32k tokens, 150k vocabulary] logits are 20 GB in float32.
+    for both outputs. Memory beyond inputs and outputs is a few [T, chunk_size] blocks, never
+    [T, V]: on XLA:CPU two (the chunk's logits and the exponentials its reductions read; one
+    more for the value alone when a chunk has columns to mask; `experiments.bench_kernels`
+    measures it). Choose a ``chunk_size`` that divides V when ``valid_vocab`` is V. [T, V]
+    is the memory wall of RL entropy terms: [32k tokens, 150k vocabulary] logits are 20 GB in
+    float32.
 
     Args:
       hidden: [..., H] final hidden states (any float dtype; products accumulate in float32).

@@ -25,6 +25,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,11 +102,11 @@ def value_and_grads(fn: Callable, argnums: tuple[int, ...]) -> Callable:
 
 
 def assert_no_nan(tree, infinite_ok: bool, where: str) -> None:
-    for x in floating_leaves(tree):
-        x = np.asarray(x, np.float64)
+    leaves = [np.asarray(x, np.float64) for x in floating_leaves(tree)]
+    if not infinite_ok:
+        chex.assert_tree_all_finite(leaves, custom_message=where)
+    for x in leaves:
         assert not np.isnan(x).any(), f"{where}: NaN in an output of shape {x.shape}"
-        if not infinite_ok:
-            assert np.isfinite(x).all(), f"{where}: inf in an output of shape {x.shape}"
 
 
 def assert_trees_close(a, b, where: str) -> None:
@@ -118,4 +119,6 @@ def assert_trees_close(a, b, where: str) -> None:
         eps = float(jnp.finfo(x.dtype).eps)
         finite = np.isfinite(y64)
         scale = max(1.0, float(np.abs(y64[finite]).max(initial=0.0)))
-        np.testing.assert_allclose(x64, y64, rtol=256 * eps, atol=256 * eps * scale, err_msg=where)
+        chex.assert_trees_all_close(
+            x64, y64, rtol=256 * eps, atol=256 * eps * scale, custom_message=where
+        )

@@ -1,5 +1,6 @@
 """attention_entropy against a numpy oracle; the NNX module records it and composes."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,8 +146,7 @@ def test_collect_layers_and_gradient_through_composed_loss():
     )
     (loss, (_, metrics)), grads = jax.value_and_grad(f, has_aux=True)(params, x, state=f.init())
     assert metrics["floor/value"].shape == ()
-    leaves = jax.tree.leaves(grads)
-    assert all(np.all(np.isfinite(g)) for g in leaves)
+    chex.assert_tree_all_finite(grads)
     # The metric is differentiable w.r.t. the attention parameters of both layers.
     g_metric = jax.grad(lambda p: f(p, x, state=f.init())[1][1]["floor/value"])(params)
     assert np.any(np.asarray(g_metric["l1"]["query"]["kernel"][...]) != 0)

@@ -178,3 +178,17 @@ def test_gallery_builds_without_artifacts(tmp_path, monkeypatch):
         page = (tmp_path / "pages" / f"{name}.md").read_text()
         assert f"python -m experiments.{name}" in page and "No artifacts yet" in page
     assert "no artifacts yet" in (tmp_path / "pages" / "index.md").read_text()
+
+
+def test_gallery_names_papers_and_has_full_run_artifacts():
+    """Every experiment's page names the papers it checks and shows a full run's claims (the
+    CI smoke runs decide only part of them), recorded with the environment it ran in."""
+    for name in gallery.experiments():
+        assert gallery.PAPERS.get(name), f"{name}: no papers in docs/gallery.py"
+        results = gallery.load(name)
+        assert results is not None, f"{name}: no artifacts under docs/gallery/"
+        assert not results["quick"], f"{name}: the gallery holds a --quick run"
+        env = results["environment"]
+        assert env["git_commit"] and env["backend"] and env["jax"], name
+        for plot in results["plots"]:
+            assert (gallery.ARTIFACTS / name / plot).stat().st_size > 0, (name, plot)

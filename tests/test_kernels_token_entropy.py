@@ -48,11 +48,12 @@ def test_matches_oracle_odd_vocab_and_chunks(impl, v, chunk):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_temperature_and_masked_vocabulary(impl):
+@pytest.mark.parametrize("chunk", [16, 8])  # 8 divides V = 40: only valid_vocab masks columns
+def test_temperature_and_masked_vocabulary(impl, chunk):
     h, w, y = inputs(v=40)
     y = np.minimum(y, 29)
     got = kernels.linear_log_probs_and_entropy(
-        h, w, y, temperature=0.6, valid_vocab=30, chunk_size=16, implementation=impl
+        h, w, y, temperature=0.6, valid_vocab=30, chunk_size=chunk, implementation=impl
     )
     want = oracle(h, w, y, tau=0.6, valid=30)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
@@ -190,8 +191,12 @@ def test_errors_name_the_argument():
         kernels.linear_log_probs_and_entropy(h.astype(int), w, y)
 
 
-@pytest.mark.parametrize("impl", ["xla", "reference"])
-def test_vocab_parallel_on_8_devices_equals_single_device(impl):
+@pytest.mark.parametrize(
+    ("impl", "chunk"),
+    # chunk 4 divides each device's 8 columns: only the padding past valid_vocab is masked.
+    [("xla", 3), ("xla", 4), ("reference", 3)],
+)
+def test_vocab_parallel_on_8_devices_equals_single_device(impl, chunk):
     """W [H, V] sharded over 8 devices by columns (the last shard all padding beyond
     valid_vocab): values and gradients (h, W, tau) equal the single-device kernel's."""
     from jax.sharding import Mesh
@@ -200,7 +205,7 @@ def test_vocab_parallel_on_8_devices_equals_single_device(impl):
     mesh = Mesh(np.array(jax.devices()[:8]), ("vocab",))
     h, w, y = inputs(t=5, hdim=6, v=64, seed=7)
     y = np.minimum(y, 54)
-    kw = dict(temperature=0.7, valid_vocab=55, chunk_size=3)
+    kw = dict(temperature=0.7, valid_vocab=55, chunk_size=chunk)
 
     def loss(fn, a, b, tau):
         lp, ent = fn(a, b, tau)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,8 +91,7 @@ def jit(fn, **static):
 
 
 def assert_same(a, b):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(u, v)
+    chex.assert_trees_all_equal(a, b)
 
 
 # ---------------------------------------------------------------- margins, filters, weights
@@ -561,8 +561,7 @@ def test_tent_step_moves_only_the_norm_affine_parameters(net):
     )
     final, stacked, _ = ad.run(state, xs)
     np.testing.assert_allclose(stacked, jnp.stack([logits, logits2]), rtol=LOOP_RTOL)
-    for u, v in zip(jax.tree.leaves(final.params), jax.tree.leaves(second.params), strict=True):
-        np.testing.assert_allclose(u, v, rtol=LOOP_RTOL)
+    chex.assert_trees_all_close(final.params, second.params, rtol=LOOP_RTOL)
     reset = ad.reset(second)
     assert_same((reset.params, reset.opt_state), (state.params, state.opt_state))
     assert int(reset.steps) == 2
