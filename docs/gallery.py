@@ -119,6 +119,12 @@ def docstring(name: str) -> str:
     return ast.get_docstring(ast.parse(source)) or name
 
 
+def summary_and_body(name: str) -> tuple[str, str]:
+    """The docstring's first paragraph on one line, and the rest."""
+    summary, _, body = docstring(name).partition("\n\n")
+    return " ".join(summary.split()), body
+
+
 def load(name: str) -> dict | None:
     path = ARTIFACTS / name / "results.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -178,8 +184,7 @@ def _verdict(claim: dict, quick_run: bool) -> str:
 
 def page(name: str) -> str:
     """MyST source of the experiment's page."""
-    doc = docstring(name)
-    summary, _, body = doc.partition("\n")
+    summary, body = summary_and_body(name)
     results = load(name)
     command = f"python -m experiments.{name}"
     lines = [f"# `{name}`", "", summary, ""]
@@ -259,7 +264,7 @@ def index(names: list[str]) -> str:
     ]
     for name in names:
         results = load(name)
-        summary = docstring(name).partition("\n")[0]
+        summary = summary_and_body(name)[0]
         if results is None:
             passed, mode = "no artifacts yet", ""
         else:
