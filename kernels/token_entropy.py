@@ -68,8 +68,8 @@ def linear_log_probs_and_entropy(
     and invalid columns at -inf), and a custom VJP recomputes the chunks and takes cotangents
     for both outputs. Memory beyond inputs and outputs is a few [T, chunk_size] blocks, never
     [T, V]: on XLA:CPU two (the chunk's logits and the exponentials its reductions read; one
-    more for the value alone when a chunk has columns to mask; `experiments.bench_kernels`
-    measures it). Choose a ``chunk_size`` that divides V when ``valid_vocab`` is V. [T, V]
+    more for the value alone when a chunk has columns to mask, so prefer a ``chunk_size`` that
+    divides each device's V columns when ``valid_vocab`` counts them all). [T, V]
     is the memory wall of RL entropy terms: [32k tokens, 150k vocabulary] logits are 20 GB in
     float32.
 

@@ -128,9 +128,12 @@ class EdgeVariantsTest(chex.TestCase):
     def test_edge(self, name, case: Edge):
         where = f"{name} [{case.label}] ({self.variant.type.name})"
         both = _both(case)
-        # Only arrays are placed on the device: Python scalars and objects stay as they are.
+        # Arguments made of arrays (pytrees of them included) are placed on the device; one
+        # holding a Python scalar or an object stays as it is (a scalar would become an array).
         static = tuple(
-            i for i, a in enumerate(case.args) if not isinstance(a, (np.ndarray, jax.Array))
+            i
+            for i, a in enumerate(case.args)
+            if not all(isinstance(x, (np.ndarray, jax.Array)) for x in jax.tree.leaves(a))
         )
         out, grads = self.variant(both, ignore_argnums=static)(*case.args)
         check_edge(case, out, grads, where)

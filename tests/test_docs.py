@@ -12,6 +12,7 @@ import contextlib
 import doctest
 import importlib
 import io
+import json
 import pkgutil
 import re
 import sys
@@ -192,3 +193,24 @@ def test_gallery_names_papers_and_has_full_run_artifacts():
         assert env["git_commit"] and env["backend"] and env["jax"], name
         for plot in results["plots"]:
             assert (gallery.ARTIFACTS / name / plot).stat().st_size > 0, (name, plot)
+
+
+def test_gallery_marks_quick_artifacts(tmp_path, monkeypatch):
+    """Artifacts of a --quick run (what `--refresh` copies from a smoke run) get a warning, and
+    a claim not decided at that size shows no verdict, on the page and in the index count."""
+    (tmp_path / "art" / "quickstart").mkdir(parents=True)
+    claims = [
+        {"name": "decided", "value": 1.0, "threshold": 2.0, "passed": True, "quick": True},
+        {"name": "undecided", "value": 5.0, "threshold": 2.0, "passed": False, "quick": False},
+    ]
+    results = {"quick": True, "seed": 3, "wall_time_s": 1.0, "claims": claims, "plots": []}
+    (tmp_path / "art" / "quickstart" / "results.json").write_text(json.dumps(results))
+    monkeypatch.setattr(gallery, "ARTIFACTS", tmp_path / "art")
+    gallery.write_pages(tmp_path / "pages")
+    page = (tmp_path / "pages" / "quickstart.md").read_text().splitlines()
+    assert "Quick-run artifacts" in "\n".join(page) and "--quick --seed 3" in "\n".join(page)
+    row = {line.split(" | ")[0]: line for line in page if line.startswith("| ")}
+    assert "| PASS |" in row["| decided"]
+    assert "not decided at --quick size" in row["| undecided"] and "FAIL" not in row["| undecided"]
+    index = (tmp_path / "pages" / "index.md").read_text()
+    assert "1 / 1 decided at --quick size" in index
