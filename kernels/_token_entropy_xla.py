@@ -32,17 +32,18 @@ def accumulation_dtype(h, weight):
     return jnp.promote_types(jnp.result_type(h, weight), jnp.float32)
 
 
-def _chunk_logits(h, weight, i, chunk: int, tau, valid_vocab: int, offset, masked: bool):
+def _chunk_logits(h, weight, i, chunk: int, tau, valid_vocab: int, axis_name):
     """Logits [T, chunk] of local chunk ``i`` in the accumulation dtype, its global column ids,
     its weight slice and first local column. W is sliced in place, never padded or copied: the
     last chunk is moved back to end at column V_local, and its columns already swept by the
-    previous chunk are masked. Masked columns and those past ``valid_vocab`` are -inf; with
-    ``masked`` False (see `_needs_mask`) there are none, and no select is spent on them."""
+    previous chunk are masked. Masked columns and those past ``valid_vocab`` are -inf; when
+    there are none (see `_needs_mask`) no select is spent on them."""
     nominal = i * chunk
     start = jnp.minimum(nominal, weight.shape[1] - chunk)
     w_chunk = jax.lax.dynamic_slice_in_dim(weight, start, chunk, 1)
     z = jnp.dot(h, w_chunk, preferred_element_type=accumulation_dtype(h, weight)) / tau
-    if not masked:
+    offset = _offset(weight, axis_name)
+    if not _needs_mask(weight, valid_vocab, chunk, axis_name):
         return z, offset + start + jnp.arange(chunk), w_chunk, start
     return (*mask_chunk(z, start, nominal, offset, valid_vocab), w_chunk, start)
 
@@ -94,11 +95,10 @@ def _offset(weight, axis_name):
 def _partial_stats(h, weight, labels, tau, valid_vocab, chunk, axis_name):
     """(m, s, u, z_y) of this device's columns of ``weight``, chunk by chunk."""
     t, acc = h.shape[0], accumulation_dtype(h, weight)
-    offset, masked = _offset(weight, axis_name), _needs_mask(weight, valid_vocab, chunk, axis_name)
     init = _online.varying(init_state(t, acc), axis_name)
 
     def step(carry, i):
-        z, cols, _, _ = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, offset, masked)
+        z, cols, _, _ = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, axis_name)
         return fold_chunk(*carry, z, cols, labels), None  # type: ignore[call-arg]  # mypy miscounts *carry
 
     return jax.lax.scan(step, init, jnp.arange(-(-weight.shape[1] // chunk)))[0]
@@ -138,14 +138,11 @@ def _bwd(valid_vocab, chunk, axis_name, res, cotangents):
     h, weight, labels, tau, lse, mean_z = res
     acc = accumulation_dtype(h, weight)
     g_logp, g_ent = (g.astype(acc) for g in cotangents)
-    v, offset = weight.shape[1], _offset(weight, axis_name)
-    masked = _needs_mask(weight, valid_vocab, chunk, axis_name)
+    v = weight.shape[1]
 
     def step(carry, i):
         dh, dw = carry
-        z, cols, w_chunk, start = _chunk_logits(
-            h, weight, i, chunk, tau, valid_vocab, offset, masked
-        )
+        z, cols, w_chunk, start = _chunk_logits(h, weight, i, chunk, tau, valid_vocab, axis_name)
         dz, dz_z = logit_grads(z, cols, labels, lse, mean_z, g_logp, g_ent)
         dz_in = dz.astype(h.dtype)
         dh = dh + jnp.dot(dz_in, w_chunk.T, preferred_element_type=acc)

@@ -78,7 +78,9 @@ def value_and_grads(fn: Callable, argnums: tuple[int, ...]) -> Callable:
 
     Infinite outputs get a zero cotangent, so a documented +inf must still pass a finite
     gradient back (0 * inf would be NaN). One function, so that jit compiles value and
-    gradient together."""
+    gradient together. No argnums: the outputs and no gradients."""
+    if not argnums:
+        return lambda *args: (fn(*args), ())
 
     def both(*args):
         def of_selected(*selected):
@@ -105,6 +107,7 @@ def assert_no_nan(tree, infinite_ok: bool, where: str) -> None:
     leaves = [np.asarray(x, np.float64) for x in floating_leaves(tree)]
     if not infinite_ok:
         chex.assert_tree_all_finite(leaves, custom_message=where)
+        return
     for x in leaves:
         assert not np.isnan(x).any(), f"{where}: NaN in an output of shape {x.shape}"
 

@@ -107,14 +107,9 @@ def check_edge(case: Edge, out, grads, where: str) -> None:
         case.expect(out)
 
 
-def _both(case: Edge):
-    argnums = tuple(case.grad_argnums)
-    return value_and_grads(case.fn, argnums) if argnums else lambda *a: (case.fn(*a), ())
-
-
 @pytest.mark.parametrize(("name", "case"), JIT_EDGES, ids=[f"{n}:{c.label}" for n, c in JIT_EDGES])
 def test_edge(name, case: Edge):
-    both = _both(case)
+    both = value_and_grads(case.fn, tuple(case.grad_argnums))
     out, grads = (jax.jit(both) if case.jit else both)(*case.args)
     check_edge(case, out, grads, f"{name} [{case.label}]")
 
@@ -127,7 +122,7 @@ class EdgeVariantsTest(chex.TestCase):
     @parameterized.named_parameters(*((f"{n}:{c.label}", n, c) for n, c in VARIANT_EDGES))
     def test_edge(self, name, case: Edge):
         where = f"{name} [{case.label}] ({self.variant.type.name})"
-        both = _both(case)
+        both = value_and_grads(case.fn, tuple(case.grad_argnums))
         # Arguments made of arrays (pytrees of them included) are placed on the device; one
         # holding a Python scalar or an object stays as it is (a scalar would become an array).
         static = tuple(

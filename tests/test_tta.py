@@ -90,10 +90,6 @@ def jit(fn, **static):
     return jax.jit(lambda *a: fn(*a, **static))
 
 
-def assert_same(a, b):
-    chex.assert_trees_all_equal(a, b)
-
-
 # ---------------------------------------------------------------- margins, filters, weights
 
 
@@ -267,7 +263,7 @@ def test_sharpness_aware_perturbation_has_norm_rho():
     gnorm = float(optax.tree.norm(g))
     np.testing.assert_allclose(eps["a"], rho * g["a"] / (gnorm + 1e-12), rtol=1e-12)
     eps0, _ = update(jax.tree.map(jnp.zeros_like, g), state, params)
-    assert_same(eps0, jax.tree.map(jnp.zeros_like, g))
+    chex.assert_trees_all_equal(eps0, jax.tree.map(jnp.zeros_like, g))
 
 
 # ------------------------------------------------------------------------------------- DeYO
@@ -407,7 +403,7 @@ def test_fisher_diagonal_and_penalty_oracle():
     fw, fb = np.mean([g[0] ** 2 for g in grads], 0), np.mean([g[1] ** 2 for g in grads])
     np.testing.assert_allclose(state.fisher["w"], fw, rtol=1e-12)
     np.testing.assert_allclose(state.fisher["b"], fb, rtol=1e-12)
-    assert_same(state.anchor, params)
+    chex.assert_trees_all_equal(state.anchor, params)
     moved = {"w": params["w"] + 0.1, "b": params["b"] - 0.2}
     penalty = jax.jit(lambda p: losses.fisher_penalty(p, state, alpha=2000.0))
     expected = 2000.0 * ((fw * 0.01).sum() + fb * 0.04)
@@ -556,14 +552,14 @@ def test_tent_step_moves_only_the_norm_affine_parameters(net):
     # Episodic: the second batch starts from the source model and a fresh optimizer.
     second, logits2, _ = ad.step(new, xs[1])
     fresh, logits2_fresh, _ = ad.step(state, xs[1])
-    assert_same(
+    chex.assert_trees_all_equal(
         (second.params, second.opt_state, logits2), (fresh.params, fresh.opt_state, logits2_fresh)
     )
     final, stacked, _ = ad.run(state, xs)
     np.testing.assert_allclose(stacked, jnp.stack([logits, logits2]), rtol=LOOP_RTOL)
     chex.assert_trees_all_close(final.params, second.params, rtol=LOOP_RTOL)
     reset = ad.reset(second)
-    assert_same((reset.params, reset.opt_state), (state.params, state.opt_state))
+    chex.assert_trees_all_equal((reset.params, reset.opt_state), (state.params, state.opt_state))
     assert int(reset.steps) == 2
 
 
@@ -582,7 +578,7 @@ def test_eata_skips_a_fully_filtered_batch(net):
     size = sum(x.size for x in jax.tree.leaves(anchor))
     np.testing.assert_allclose(metrics["fisher/loss"], 2.0 * 0.25 * size, rtol=1e-6)
     # Parameters, Adam's state (its count included) and m are untouched.
-    assert_same(
+    chex.assert_trees_all_equal(
         (state.params, state.opt_state, state.terms), (new.params, new.opt_state, new.terms)
     )
 
@@ -618,7 +614,9 @@ def test_sar_step_matches_hand_written_sam_and_recovery_resets(net):
     # With a threshold of 100 the first EMA value triggers the recovery: model (BatchNorm
     # statistics included) and optimizer are restored and the EMA is cleared.
     assert bool(metrics["adapt/reset"]) and int(new.steps) == 1
-    assert_same((new.params, new.rest, new.opt_state), (state.params, state.rest, state.opt_state))
+    chex.assert_trees_all_equal(
+        (new.params, new.rest, new.opt_state), (state.params, state.rest, state.opt_state)
+    )
     assert not bool(new.recovery.initialised)
     no_reset = adaptation.Adapter(
         net, adaptation.sar(optax.sgd(lr), rho=rho, e0=e0, reset_threshold=None)
@@ -674,7 +672,7 @@ def test_cotta_anchor_branch_frozen_teacher_and_stochastic_restore(net):
     ad = adaptation.Adapter(net, method)
     state = ad.init()
     new, pred, _ = ad.step(state, x_sure, jax.random.key(1))
-    assert_same(state.teacher, new.teacher)
+    chex.assert_trees_all_equal(state.teacher, new.teacher)
     np.testing.assert_allclose(pred, forward(net, x_sure), rtol=LOOP_RTOL)  # plain teacher
     new, pred, _ = ad.step(state, x_unsure, jax.random.key(1))
     # The anchor is unsure: the teacher's logits averaged over the (identical) augmented views.
@@ -690,7 +688,7 @@ def test_cotta_anchor_branch_frozen_teacher_and_stochastic_restore(net):
     assert 0.4 < fraction < 0.6  # 276 elements: 3.3 standard deviations
     again, _, _ = ad.step(state, x_unsure, jax.random.key(1))
     other, _, _ = ad.step(state, x_unsure, jax.random.key(2))
-    assert_same(again.params, new.params)
+    chex.assert_trees_all_equal(again.params, new.params)
     assert any(
         not np.array_equal(u, v)
         for u, v in zip(jax.tree.leaves(other.params), jax.tree.leaves(new.params), strict=True)
@@ -712,7 +710,7 @@ def test_rmt_ensemble_prediction_and_symmetric_loss_on_two_views(net):
     sce_aug = -0.5 * (p * np.log(pa)).sum(-1) - 0.5 * (pa * np.log(p)).sum(-1)
     expected = (0.5 * np_entropy(z) + 0.5 * sce_aug).mean()
     np.testing.assert_allclose(metrics["teacher/value"], expected, rtol=LOOP_RTOL)
-    assert_same(new.teacher, state.teacher)
+    chex.assert_trees_all_equal(new.teacher, state.teacher)
     before, after = flat(state.params), flat(new.params)
     assert {"dense/kernel", "head/kernel", "bn/scale"} <= set(before)
     assert all(np.any(before[k] != after[k]) for k in before)
@@ -742,4 +740,4 @@ def test_estimate_fisher_matches_hand_written(net):
     got = flat(state.fisher)
     for k in got:
         np.testing.assert_allclose(got[k], (g[0][k] ** 2 + g[1][k] ** 2) / 2, rtol=LOOP_RTOL)
-    assert_same(state.anchor, params)
+    chex.assert_trees_all_equal(state.anchor, params)
