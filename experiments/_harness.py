@@ -53,20 +53,31 @@ def parse_args(name: str, description: str) -> argparse.Namespace:
     return args
 
 
-def best_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
+def median_times(fns, repeats: int) -> dict:
+    """Median wall time of each ``fn()`` of ``fns`` (name -> callable) over ``repeats`` rounds
+    after one warm-up call each. A round calls every function once, in turn, so that a drift of
+    the machine's speed during a long run weighs on all of them alike. For functions of one
+    runtime (all XLA): a NumPy / BLAS call interleaved with XLA ones slows its neighbours while
+    the other runtime's worker threads still spin, so time those apart (`best_time`)."""
     import time
 
     import jax
     import numpy as np
 
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for fn in fns.values():
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    times: dict = {name: [] for name in fns}
+    for _ in progress(range(repeats), "timing rounds"):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def best_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` alone (see `median_times`)."""
+    return median_times({"fn": fn}, repeats)["fn"]
 
 
 def temp_bytes(fn, *args) -> int:

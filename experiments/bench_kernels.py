@@ -20,9 +20,10 @@ with the peers installed, token temp memory <= 0.5x jax-cce's and <= tokamax's, 
 jax-cce's;
 attention temp memory <= 1/16 of the materialized reference and time <= 1.5x
 jax.nn.dot_product_attention. Temporary memory is XLA's compiled temp_size_in_bytes (the
-executable that is timed); times are medians after a warm-up. The memory ratios are
-deterministic and checked at --quick size too (T=256, V=2048 tokens; attention T=512, blocks of
-64); the times are not.
+executable that is timed); times are medians of 5 rounds after a warm-up, each round calling
+every variant once in turn, so that a drift of the machine's speed weighs on all alike. The
+memory ratios are deterministic and checked at --quick size too (T=256, V=2048 tokens;
+attention T=512, blocks of 64); the times are not.
 
 Hopper section (bfloat16, implementation="mosaic"), run on a GPU only (on CPU the kernel tests
 run the Mosaic kernels through their emulation). It adds two claims: the entropy output adds
@@ -36,6 +37,7 @@ bf16 matmul with the same FLOPs, timed in the same process.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
@@ -117,16 +119,16 @@ def peer_losses(h, w, labels, chunk):
 
 
 def measure(fns, argnums, repeats, timed):
-    """Per function (name -> (fn, args)): compiled temp bytes of its gradient, and its median
-    time if ``timed`` (the same compiled executable serves both); returns the rows and the
-    executables."""
+    """Per function (name -> (fn, args)): compiled temp bytes of its gradient, and, for the
+    names in ``timed``, its median time over interleaved rounds (`_harness.median_times`; the
+    same compiled executable serves both). Returns the rows and the executables."""
     rows, compiled = {}, {}
-    for name, (fn, args) in _harness.progress(fns.items(), "variants"):
+    for name, (fn, args) in _harness.progress(fns.items(), "compiling"):
         grad = compiled[name] = jax.jit(jax.grad(fn, argnums)).lower(*args).compile()
-        row = {"temp_bytes": int(grad.memory_analysis().temp_size_in_bytes)}
-        if name in timed:
-            row["seconds"] = _harness.best_time(lambda g=grad, a=args: g(*a), repeats)
-        rows[name] = row
+        rows[name] = {"temp_bytes": int(grad.memory_analysis().temp_size_in_bytes)}
+    calls = {n: functools.partial(compiled[n], *args) for n, (_, args) in fns.items() if n in timed}
+    for name, seconds in _harness.median_times(calls, repeats).items():
+        rows[name]["seconds"] = seconds
     return rows, compiled
 
 
@@ -159,19 +161,16 @@ def hopper(tok, att, key, repeats):
 
         return f
 
-    def timed(fn, args, argnums):
-        g = jax.jit(jax.grad(fn, argnums))
-        return _harness.best_time(lambda: g(*args), repeats)
+    def grad(fn, args, argnums):
+        return functools.partial(jax.jit(jax.grad(fn, argnums)), *args)
 
     runs = {
-        "token_mosaic": lambda: timed(token, (h, w), (0, 1)),
-        "bf16_matmuls_same_flops": lambda: _harness.best_time(
-            lambda: jax.jit(matmuls)(x, w), repeats
-        ),
-        "attention_mosaic_with_entropy": lambda: timed(attention(True), (q, k, v), (0, 1, 2)),
-        "attention_mosaic_output_only": lambda: timed(attention(False), (q, k, v), (0, 1, 2)),
+        "token_mosaic": grad(token, (h, w), (0, 1)),
+        "bf16_matmuls_same_flops": functools.partial(jax.jit(matmuls), x, w),
+        "attention_mosaic_with_entropy": grad(attention(True), (q, k, v), (0, 1, 2)),
+        "attention_mosaic_output_only": grad(attention(False), (q, k, v), (0, 1, 2)),
     }
-    seconds = {name: run() for name, run in _harness.progress(runs.items(), "hopper")}
+    seconds = _harness.median_times(runs, repeats)
     flops = 8 * tok["t"] * tok["h"] * tok["v"]
     return {
         "seconds": seconds,
@@ -208,7 +207,7 @@ def plot(token, attn, path):
 def main() -> int:
     args = _harness.parse_args("bench_kernels", __doc__.splitlines()[0])
     tok, att = (QUICK_TOKEN, QUICK_ATTN) if args.quick else (TOKEN, ATTN)
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else 5
     key = jax.random.key(args.seed)
     k1, k2, k3, k4 = jax.random.split(key, 4)
 

@@ -42,3 +42,28 @@ def test_quick_run(name, tmp_path):
     for plot in results["plots"]:
         assert Path(plot).stat().st_size > 0
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout
+
+
+def test_median_times_interleaves_rounds_after_a_warm_up(monkeypatch):
+    """Each function runs once to warm up, then once per round in turn; its time is the median
+    over the rounds, warm-up excluded. A fake clock that the functions advance stands in for
+    the wall clock, so nothing here is timed."""
+    import time
+
+    from experiments import _harness
+
+    clock, order = [0.0], []
+
+    def takes(name, seconds):
+        it = iter(seconds)
+
+        def fn():
+            order.append(name)
+            clock[0] += next(it)
+
+        return fn
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    fns = {"a": takes("a", [9.0, 1.0, 5.0, 3.0]), "b": takes("b", [9.0, 2.0, 2.0, 7.0])}
+    assert _harness.median_times(fns, 3) == {"a": 3.0, "b": 2.0}
+    assert order == ["a", "b"] * 4
