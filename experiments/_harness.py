@@ -56,9 +56,9 @@ def parse_args(name: str, description: str) -> argparse.Namespace:
 def median_times(fns, repeats: int) -> dict:
     """Median wall time of each ``fn()`` of ``fns`` (name -> callable) over ``repeats`` rounds
     after one warm-up call each. A round calls every function once, in turn, so that a drift of
-    the machine's speed during a long run weighs on all of them alike. For functions of one
-    runtime (all XLA): a NumPy / BLAS call interleaved with XLA ones slows its neighbours while
-    the other runtime's worker threads still spin, so time those apart (`best_time`)."""
+    the machine's speed during a long run weighs on all of them alike. Use it for functions of
+    one runtime (all XLA): interleaved with XLA calls, a NumPy / BLAS call slows its neighbours
+    while the other runtime's worker threads still spin; time those apart with `best_time`."""
     import time
 
     import jax
